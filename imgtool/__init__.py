@@ -1,0 +1,3 @@
+"""imgtool: thumbnails, blurs and placeholders for uploaded images, on the GPU or the CPU."""
+
+__version__ = "0.1.0"

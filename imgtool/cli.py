@@ -1,0 +1,101 @@
+"""The imgtool command group, its global options, and the one place exit codes are decided."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from . import __version__
+from .errors import ImgtoolError
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("imgtool")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record):
+        msg = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"Error: {msg}"
+        if record.levelno == logging.WARNING:
+            return f"Warning: {msg}"
+        return msg
+
+
+def setup_logging(verbosity: int) -> None:
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    root = logging.getLogger("imgtool")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="imgtool")
+@click.option("-v", "--verbose", count=True, help="More output; tracebacks for errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+@click.pass_context
+def cli(ctx, verbose, quiet):
+    """Make thumbnail, blur and low-quality WebP derivatives of images.
+
+    \b
+      imgtool process photo.jpg uploads/     files and folders, now
+      imgtool watch uploads/                 new uploads as they land
+      imgtool queue --redis HOST             jobs from the upload server's Redis queue
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = -1 if quiet and not verbose else verbose
+    setup_logging(ctx.obj["verbose"])
+
+
+def _register() -> None:
+    from . import completion
+    from .commands import process, queue, watch
+
+    for module in (process, watch, queue, completion):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv=None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    verbose = any(a in ("-v", "--verbose", "-vv", "-vvv") for a in (argv or sys.argv[1:]))
+    try:
+        rc = cli.main(args=argv, prog_name="imgtool", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except ImgtoolError as exc:
+        if verbose:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug, not a user error: one line unless -v
+        if verbose:
+            raise
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
+        sys.exit(EXIT_FAILURES)
+    sys.exit(rc if isinstance(rc, int) else EXIT_OK)

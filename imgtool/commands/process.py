@@ -1,0 +1,167 @@
+"""imgtool process PATH...: make the derivatives of files and folders now."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from ..errors import ImgtoolError
+from ..pipeline import Pipeline, Result, Task
+from ..walk import default_out_dir, walk
+from .options import jobs_option, processing_options, settings_from_options
+
+log = logging.getLogger("imgtool")
+
+
+def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list) -> Iterator[Task]:
+    """One task per input, in argument order; folders walked, duplicates dropped."""
+    seen_inputs: set[Path] = set()
+    seen_outputs: dict[tuple[Path, str], Path] = {}
+    for arg in paths:
+        sources = [(arg, arg.parent)] if not arg.is_dir() else ((p, arg) for p in walk(arg))
+        for src, base in sources:
+            key = src.resolve()
+            if key in seen_inputs:
+                continue
+            seen_inputs.add(key)
+            if output is None:
+                out_dir = default_out_dir(src)
+            else:
+                out_dir = output / src.parent.relative_to(base) if base != src.parent else output
+            task = Task(src, out_dir)
+            slot = (out_dir.resolve(), task.job_id)
+            if slot in seen_outputs:
+                collisions.append((task, seen_outputs[slot]))
+                continue
+            seen_outputs[slot] = src
+            yield task
+
+
+def _check_paths(paths: tuple[Path, ...]) -> None:
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            raise click.UsageError(f"{p}: no such file or directory")
+        if not p.is_dir() and not p.is_file():
+            raise click.UsageError(f"{p}: not a file or directory")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.")
+@processing_options
+@jobs_option
+@click.option("-f", "--force", is_flag=True, help="Redo inputs whose outputs are already up to date.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per input on stdout.")
+@click.pass_context
+def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
+    """Make the derivatives of image files and folders (walked recursively).
+
+    Outputs go to processed/<name>_<operation>.webp beside each input.
+    Inputs whose outputs are newer are skipped unless --force is given.
+
+    Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.
+    """
+    backend = kw.pop("backend")
+    settings = settings_from_options(kw)
+    _check_paths(paths)
+    quiet = ctx.obj.get("verbose", 0) < 0
+    collisions: list = []
+    tasks = _tasks(paths, output, collisions)
+
+    if dry_run:
+        return _dry_run(tasks, settings, force, as_json, collisions)
+
+    pipe = Pipeline(settings, backend=backend, jobs=jobs)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    start = time.perf_counter()
+    bar = _progress_bar(quiet)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for res in pipe.map(tasks, force=force):
+            counts[res.status] += 1
+            _report(res, as_json, bar)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"failed {counts['failed']}" if counts["failed"] else "", refresh=False)
+        for task, first in collisions:
+            counts["failed"] += 1
+            err = ImgtoolError(f"its outputs would overwrite those of {first}", task.src)
+            _report(Result(task, "failed", error=err), as_json, bar)
+    except KeyboardInterrupt:
+        pipe.stop()
+        if bar is not None:
+            bar.close()
+        click.echo("Interrupted: no partial output was left.", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    total = counts["done"] + counts["failed"]
+    rate = counts["done"] / seconds if seconds > 0 else 0.0
+    click.echo(
+        f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"in {seconds:.1f} s ({rate:.2f} images/s, backend {pipe.backend_name})",
+        err=True,
+    )
+    pipe.close()
+    del total
+    return 1 if counts["failed"] else 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _progress_bar(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def _report(res: Result, as_json: bool, bar) -> None:
+    if as_json:
+        click.echo(json.dumps(res.to_dict()))
+    if res.status == "failed":
+        line = f"Error: {res.error}"
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+    elif res.status == "done":
+        log.debug("%s -> %s (%.0f ms)", res.task.src, ", ".join(p.name for p in res.outputs.values()),
+                  res.duration_ms)
+
+
+def _dry_run(tasks, settings, force, as_json, collisions) -> int:
+    pipe = Pipeline(settings, backend="cpu", jobs=1)
+    n = 0
+    for task in tasks:
+        status = "skipped" if not force and pipe.up_to_date(task) else "planned"
+        n += status == "planned"
+        if as_json:
+            click.echo(json.dumps({"input": str(task.src), "jobId": task.job_id, "status": status,
+                                   "outputs": {op: str(p) for op, p in pipe.outputs(task).items()}}))
+        else:
+            verb = "up to date" if status == "skipped" else "would write"
+            outs = ", ".join(str(p) for p in pipe.outputs(task).values())
+            click.echo(f"{task.src}: {verb} {outs}")
+    for task, first in collisions:
+        click.echo(f"Error: {task.src}: its outputs would overwrite those of {first}", err=True)
+    click.echo(f"{n} to process (dry run: nothing written)", err=True)
+    return 1 if collisions else 0
+
+
+COMMANDS = [process]

@@ -1,0 +1,243 @@
+"""Decode -> operations -> encode for one image or many; used by process, watch and queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import imageio
+from .backends import Backend, get_backend
+from .errors import ImgtoolError, TransientIOError, from_os_error
+from .ops import Settings, job_id_for, output_name
+
+log = logging.getLogger("imgtool")
+
+# How many images may be queued or in work per worker thread: enough to keep
+# every core busy, few enough that memory stays bounded on huge folders.
+IN_FLIGHT_PER_WORKER = 2
+
+
+class Interrupted(BaseException):
+    """Raised inside a worker when the run is being stopped.
+
+    A BaseException so that no ``except Exception`` on the way swallows it.
+    """
+
+
+@dataclass
+class Task:
+    """One input and where its outputs go."""
+
+    src: Path
+    out_dir: Path
+    job_id: str | None = None
+    settings: Settings | None = None
+
+    def __post_init__(self):
+        self.src = Path(self.src)
+        self.out_dir = Path(self.out_dir)
+        if self.job_id is None:
+            self.job_id = job_id_for(self.src)
+
+
+@dataclass
+class Result:
+    task: Task
+    status: str  # "done", "skipped" or "failed"
+    outputs: dict[str, Path] = field(default_factory=dict)
+    error: ImgtoolError | None = None
+    duration_ms: float = 0.0
+    size: tuple[int, int] | None = None
+
+    def to_dict(self) -> dict:
+        d = {
+            "input": str(self.task.src),
+            "jobId": self.task.job_id,
+            "status": self.status,
+            "outputs": {op: str(p) for op, p in self.outputs.items()},
+            "durationMs": round(self.duration_ms, 1),
+        }
+        if self.size:
+            d["width"], d["height"] = self.size
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
+        return d
+
+
+class Pipeline:
+    """Turns tasks into outputs with one backend, shared by every thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: str | Backend = "auto",
+        jobs: int | None = None,
+    ):
+        self.settings = settings
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.stop_event = threading.Event()
+        # Held while outputs are being renamed into place, so that stop()
+        # returns only once no write is half done.
+        self._write_lock = threading.Lock()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def outputs(self, task: Task) -> dict[str, Path]:
+        settings = task.settings or self.settings
+        return {op: task.out_dir / output_name(task.job_id, op) for op in settings.ops}
+
+    def up_to_date(self, task: Task) -> bool:
+        """True when every output exists and is newer than the input."""
+        try:
+            src_mtime = task.src.stat().st_mtime_ns
+            return all(
+                p.stat().st_mtime_ns >= src_mtime and not p.is_symlink()
+                for p in self.outputs(task).values()
+            )
+        except OSError:
+            return False
+
+    def process(self, task: Task, force: bool = True) -> Result:
+        """Make ``task``'s outputs, all or none; never raises an ImgtoolError."""
+        start = time.perf_counter()
+        if not force and self.up_to_date(task):
+            return Result(task, "skipped", self.outputs(task))
+        try:
+            outputs, size = self._run(task)
+        except ImgtoolError as exc:
+            return Result(task, "failed", error=exc, duration_ms=_ms(start))
+        except MemoryError:
+            err = TransientIOError("out of memory", task.src)
+            return Result(task, "failed", error=err, duration_ms=_ms(start))
+        return Result(task, "done", outputs, duration_ms=_ms(start), size=size)
+
+    def _run(self, task: Task) -> tuple[dict[str, Path], tuple[int, int]]:
+        settings = task.settings or self.settings
+        img = imageio.decode(task.src, settings.max_pixels)
+        size = (img.shape[1], img.shape[0])
+        self._check_stop()
+        pixels = self.backend.apply(img, settings)
+        del img
+        encoded = {}
+        for op in settings.ops:
+            self._check_stop()
+            encoded[op] = imageio.encode_webp(
+                pixels.pop(op), settings.quality[op], settings.effort, settings.lossless
+            )
+        self._check_stop()
+        return self._write_all(task, encoded), size
+
+    def _write_all(self, task: Task, encoded: dict[str, bytes]) -> dict[str, Path]:
+        """Write every output, or none: those of this attempt are removed on failure."""
+        targets = self.outputs(task)
+        written: dict[str, Path] = {}
+        try:
+            with self._write_lock:
+                self._check_stop()
+                for op, data in encoded.items():
+                    imageio.write_atomic(targets[op], data)
+                    written[op] = targets[op]
+        except BaseException as exc:
+            for p in written.values():
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise from_os_error(exc, targets[op]) from exc
+            raise
+        return written
+
+    def stop(self) -> None:
+        """Stop every worker at its next step; return once no write is in progress."""
+        self.stop_event.set()
+        with self._write_lock:
+            pass
+
+    def _check_stop(self) -> None:
+        if self.stop_event.is_set():
+            raise Interrupted()
+
+    def map(self, tasks: Iterable[Task], force: bool = False) -> Iterator[Result]:
+        """Process ``tasks`` on ``jobs`` threads; yield results as they finish.
+
+        At most ``IN_FLIGHT_PER_WORKER * jobs`` tasks are taken from the
+        iterable ahead of the results, so a folder of any size runs in bounded
+        memory.  Decoding, the backends and WebP encoding release the GIL, so
+        threads use every core.  Threads are daemons: on Ctrl-C the caller
+        sets ``stop_event`` and returns without waiting for an encode to end;
+        nothing half-written is ever visible since every write is atomic.
+        """
+        if self.jobs == 1:
+            for task in tasks:
+                self._check_stop()
+                yield self.process(task, force)
+            return
+        todo: queue.Queue = queue.Queue(maxsize=IN_FLIGHT_PER_WORKER * self.jobs)
+        done: queue.Queue = queue.Queue()
+        end = object()
+
+        def worker():
+            while True:
+                task = todo.get()
+                if task is end:
+                    return
+                try:
+                    done.put(self.process(task, force))
+                except Interrupted:
+                    return
+                except BaseException as exc:  # report, never lose the thread silently
+                    done.put(exc)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.jobs)]
+        for t in threads:
+            t.start()
+        pending = 0
+        it = iter(tasks)
+        exhausted = False
+        try:
+            while not exhausted or pending:
+                # Keep the queue full without blocking while results wait.
+                while not exhausted and not todo.full():
+                    try:
+                        todo.put_nowait(next(it))
+                        pending += 1
+                    except StopIteration:
+                        exhausted = True
+                if not pending:
+                    continue
+                item = self._get(done)
+                pending -= 1
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if exhausted and not pending:
+                for _ in threads:
+                    todo.put(end)
+            else:
+                self.stop_event.set()
+
+    def _get(self, done: queue.Queue):
+        # A short timeout keeps the main thread responsive to Ctrl-C.
+        while True:
+            try:
+                return done.get(timeout=0.1)
+            except queue.Empty:
+                self._check_stop()
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
