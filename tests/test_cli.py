@@ -1,0 +1,196 @@
+"""End-to-end tests of `imgtool process` run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgtool.ops import DEFAULT_QUALITY, OPERATIONS, Settings, output_size
+
+
+def run(*args, cwd=None, timeout=120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "imgtool", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, **kw,
+    )
+
+
+def photo(path: Path, w: int, h: int, seed: int = 0, exif=None) -> Path:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), (x + y) % 256], -1)
+    img = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+    im = Image.fromarray(img)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **({"exif": exif} if exif is not None else {}))
+    return path
+
+
+def test_process_writes_three_outputs_per_image_with_spec_sizes(tmp_path):
+    sizes = [(640, 480), (300, 500), (200, 100), (1, 1), (257, 3)]
+    for i, (w, h) in enumerate(sizes):
+        photo(tmp_path / "up" / f"img{i}.jpg", w, h, seed=i)
+    r = run("process", tmp_path / "up", "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "up" / "processed"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"img{i}_{op}.webp" for i in range(len(sizes)) for op in OPERATIONS)
+    settings = Settings()
+    for i, (w, h) in enumerate(sizes):
+        for op in OPERATIONS:
+            with Image.open(out / f"img{i}_{op}.webp") as im:
+                assert im.format == "WEBP"
+                assert im.size == output_size(op, w, h, settings)
+                assert "exif" not in im.info and "icc_profile" not in im.info and "xmp" not in im.info
+    assert "5 done, 0 skipped, 0 failed" in r.stderr
+
+
+def test_second_run_rewrites_nothing_and_force_redoes_all(tmp_path):
+    for i in range(3):
+        photo(tmp_path / f"p{i}.png", 300, 200, seed=i)
+    assert run("process", tmp_path, "--backend", "cpu").returncode == 0
+    out = tmp_path / "processed"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+    r = run("process", tmp_path, "--backend", "cpu")
+    assert r.returncode == 0 and "0 done, 3 skipped" in r.stderr
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == before
+    r = run("process", tmp_path, "--backend", "cpu", "--force")
+    assert r.returncode == 0 and "3 done, 0 skipped" in r.stderr
+    after = {p.name: p.stat().st_ino for p in out.iterdir()}
+    assert all(after[n] != before[n][0] for n in before)
+
+
+def test_touched_input_is_redone(tmp_path):
+    src = photo(tmp_path / "a.jpg", 120, 80)
+    assert run("process", src, "--backend", "cpu").returncode == 0
+    later = time.time() + 5
+    os.utime(src, (later, later))
+    r = run("process", src, "--backend", "cpu")
+    assert "1 done, 0 skipped" in r.stderr
+
+
+def test_json_lines_and_output_dir_mirrors_subfolders(tmp_path):
+    photo(tmp_path / "in" / "u1" / "a.jpg", 400, 300)
+    photo(tmp_path / "in" / "u2" / "b.jpg", 100, 100)
+    r = run("process", tmp_path / "in", "-o", tmp_path / "out", "--json", "--ops", "thumbnail,low-quality",
+            "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sorted(d["jobId"] for d in lines) == ["a", "b"]
+    assert all(d["status"] == "done" and set(d["outputs"]) == {"thumbnail", "low-quality"} for d in lines)
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.webp")) == [
+        "u1/a_low-quality.webp", "u1/a_thumbnail.webp", "u2/b_low-quality.webp", "u2/b_thumbnail.webp"]
+    assert not (tmp_path / "in" / "u1" / "processed").exists()
+
+
+def test_options_change_the_outputs(tmp_path):
+    src = photo(tmp_path / "a.png", 500, 250)
+    r = run("process", src, "--backend", "cpu", "--thumb-width", "100", "--lossless", "--effort", "0",
+            "--blur-sigma", "2")
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "processed" / "a_thumbnail.webp") as im:
+        assert im.size == (100, 50)
+    with Image.open(tmp_path / "processed" / "a_blur.webp") as im:
+        assert im.size == (500, 250)
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    photo(tmp_path / "a.jpg", 64, 64)
+    r = run("process", tmp_path, "--dry-run", "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "would write" in r.stdout and "a_thumbnail.webp" in r.stdout
+    assert not (tmp_path / "processed").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["process"], "Missing argument"),
+    (["process", "{tmp}/nope.jpg"], "nope.jpg: no such file or directory"),
+    (["process", "{tmp}", "--ops", "thumbnail,sparkle"], "unknown operation 'sparkle'"),
+    (["process", "{tmp}", "--effort", "9"], "--effort"),
+    (["process", "{tmp}", "--blur-sigma", "51"], "--blur-sigma"),
+    (["process", "{tmp}", "--thumb-width", "0"], "--thumb-width"),
+    (["process", "{tmp}", "--backend", "tpu"], "--backend"),
+    (["process", "{tmp}", "--no-such-option"], "No such option"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_are_one_line_exit_2(tmp_path, args, needle):
+    r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_inputs_fail_one_line_each_and_others_succeed(tmp_path):
+    photo(tmp_path / "good.jpg", 50, 40)
+    (tmp_path / "text.jpg").write_text("this is not an image\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    locked = photo(tmp_path / "locked.png", 20, 20)
+    locked.chmod(0)
+    r = run("process", tmp_path, "--backend", "cpu")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    named = {Path(line.split(": ")[1]).name for line in errors}
+    expected = {"text.jpg", "empty.png"} | (set() if os.geteuid() == 0 else {"locked.png"})
+    assert expected <= named
+    assert (tmp_path / "processed" / "good_thumbnail.webp").exists()
+    assert not (tmp_path / "processed" / "text_thumbnail.webp").exists()
+
+
+def test_colliding_job_ids_are_reported_not_overwritten(tmp_path):
+    photo(tmp_path / "same.jpg", 40, 40, seed=1)
+    photo(tmp_path / "same.png", 60, 60, seed=2)
+    r = run("process", tmp_path, "--backend", "cpu")
+    assert r.returncode == 1
+    assert "would overwrite" in r.stderr
+
+
+def test_ctrl_c_stops_within_a_second_and_leaves_no_partial_file(tmp_path):
+    for i in range(40):
+        photo(tmp_path / f"big{i}.png", 1600, 1200, seed=i)
+    proc = subprocess.Popen([sys.executable, "-m", "imgtool", "process", str(tmp_path), "--backend", "cpu",
+                             "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "processed"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and len(list(out.glob("*.webp"))) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s to stop"
+    assert "Traceback" not in err
+    leftovers = [p.name for p in out.iterdir() if not p.name.endswith(".webp")]
+    assert leftovers == []
+    # Outputs come in whole sets: every image with any output has all three.
+    by_job: dict[str, int] = {}
+    for p in out.glob("*.webp"):
+        by_job[p.name.rsplit("_", 1)[0]] = by_job.get(p.name.rsplit("_", 1)[0], 0) + 1
+    assert all(n == 3 for n in by_job.values()), by_job
+    for p in out.glob("*.webp"):
+        with Image.open(p) as im:
+            im.load()
+
+
+def test_version_and_help_on_every_command():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("imgtool, version ")
+    for cmd in ("process", "watch", "queue", "completion"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "Usage: imgtool " + cmd in r.stdout, cmd
+
+
+def test_default_qualities_are_the_spec_ones():
+    assert DEFAULT_QUALITY == {"thumbnail": 80, "blur": 80, "low-quality": 30}
