@@ -1,0 +1,25 @@
+"""Which files count as inputs when walking folders."""
+
+from pathlib import Path
+
+from imgtool.walk import is_candidate, walk
+
+
+def test_walk_skips_processed_hidden_temporary_and_outputs(tmp_path):
+    files = ["a.jpg", "B.PNG", "sub/c.webp", "sub/deeper/d.tiff", "processed/a_thumbnail.webp",
+             "sub/processed/x.jpg", ".hidden.jpg", ".git/e.jpg", "f.jpg.tmp", "g.part", "h.jpg~",
+             "notes.txt", "i_blur.webp", "j.heic"]
+    for f in files:
+        p = tmp_path / f
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    found = sorted(str(p.relative_to(tmp_path)) for p in walk(tmp_path))
+    assert found == ["B.PNG", "a.jpg", "j.heic", "sub/c.webp", "sub/deeper/d.tiff"]
+
+
+def test_is_candidate():
+    assert is_candidate(Path("/u/1/x.jpeg"))
+    assert not is_candidate(Path("/u/1/processed/x.jpeg"))
+    assert not is_candidate(Path("/u/1/x_thumbnail.webp"))
+    assert not is_candidate(Path("/u/1/.x.jpg"))
+    assert not is_candidate(Path("/u/1/x.jpg.part"))
