@@ -54,6 +54,17 @@ class Backend:
                 out[op] = self.halfsize(img)
         return out
 
+    def apply_image(self, im, settings: Settings) -> dict:
+        """``apply`` for a PIL image (RGB or RGBA), returning PIL images.
+
+        The pipeline calls this; the cpu backend overrides it to skip the
+        copies into and out of numpy.
+        """
+        from PIL import Image
+
+        arrays = self.apply(np.asarray(im), settings)
+        return {op: Image.fromarray(a) for op, a in arrays.items()}
+
     def close(self) -> None:
         pass
 

@@ -1,10 +1,17 @@
-"""The cpu backend: the kernels' arithmetic with numpy and Pillow's C fast paths."""
+"""The cpu backend: the kernels' arithmetic with Pillow's C fast paths and numpy.
+
+It works on PIL images end to end (``apply_image``), so a decoded image goes
+to the encoder without a single copy into or out of numpy; the array methods
+of the Backend interface wrap the same functions, so the kernels' tests
+compare against exactly what the pipeline runs.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, Settings, output_size
 from . import Backend
 from .filters import gaussian_weights
 
@@ -13,53 +20,89 @@ from .filters import gaussian_weights
 _BOX121 = ImageFilter.Kernel((3, 3), [1, 2, 1, 2, 4, 2, 1, 2, 1], scale=16)
 
 
-def _image(img: np.ndarray) -> Image.Image:
-    return Image.fromarray(img, "RGBA" if img.shape[2] == 4 else "RGB")
+def to_image(img: np.ndarray, mode: str | None = None) -> Image.Image:
+    mode = mode or ("RGBA" if img.shape[2] == 4 else "RGB")
+    return Image.frombytes(mode, (img.shape[1], img.shape[0]), np.ascontiguousarray(img).tobytes())
 
 
-def premultiply(img: np.ndarray) -> np.ndarray:
-    """Straight RGBA -> premultiplied, rounding as Pillow's RGBA -> RGBa."""
-    return np.asarray(_image(img).convert("RGBa"))
+def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
+    # Pillow premultiplies RGBA itself around its resampler.
+    return im.resize((width, height), Image.Resampling.LANCZOS)
 
 
-def unpremultiply(img: np.ndarray) -> np.ndarray:
-    """Premultiplied RGBA -> straight, as Pillow's RGBa -> RGBA."""
-    return np.asarray(Image.fromarray(img, "RGBa").convert("RGBA"))
+def blur_image(im: Image.Image, sigma: float | None) -> Image.Image:
+    alpha = im.mode == "RGBA"
+    src = im.convert("RGBa") if alpha else im
+    if sigma is None:
+        out = _blur121(src)
+    else:
+        out = to_image(_gaussian(np.asarray(src), sigma), src.mode)
+    return out.convert("RGBA") if alpha else out
+
+
+def halfsize_image(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    ow, oh = max(1, w // 2), max(1, h // 2)
+    if w >= 2 and h >= 2:
+        # With the box exactly twice the output, Pillow's nearest neighbour
+        # takes source pixel 2x+1, the kernel's choice.
+        return im.resize((ow, oh), Image.Resampling.NEAREST, box=(0, 0, 2 * ow, 2 * oh))
+    a = np.asarray(im)
+    return to_image(a[min(1, h - 1)::2][:oh, min(1, w - 1)::2][:, :ow], im.mode)
 
 
 class CpuBackend(Backend):
     name = "cpu"
 
+    def apply_image(self, im: Image.Image, settings: Settings) -> dict[str, Image.Image]:
+        w, h = im.size
+        out = {}
+        for op in settings.ops:
+            if op == THUMBNAIL:
+                tw, th = output_size(op, w, h, settings)
+                out[op] = im if (tw, th) == (w, h) else thumbnail_image(im, tw, th)
+            elif op == BLUR:
+                out[op] = blur_image(im, settings.blur_sigma)
+            elif op == LOW_QUALITY:
+                out[op] = halfsize_image(im)
+        return out
+
     def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
-        # Pillow premultiplies RGBA itself around its resampler.
-        return np.asarray(_image(img).resize((width, height), Image.Resampling.LANCZOS))
+        return np.asarray(thumbnail_image(to_image(img), width, height))
 
     def blur(self, img: np.ndarray, sigma: float | None) -> np.ndarray:
-        alpha = img.shape[2] == 4
-        src = premultiply(img) if alpha else img
-        out = _blur121(src) if sigma is None else _gaussian(src, sigma)
-        return unpremultiply(out) if alpha else out
+        return np.asarray(blur_image(to_image(img), sigma))
 
     def halfsize(self, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        ys = slice(1, None, 2) if h > 1 else slice(0, 1)
-        xs = slice(1, None, 2) if w > 1 else slice(0, 1)
-        return np.ascontiguousarray(img[ys, xs])
+        return np.asarray(halfsize_image(to_image(img)))
 
 
-def _blur121(img: np.ndarray) -> np.ndarray:
-    h, w, c = img.shape
+def premultiply(img: np.ndarray) -> np.ndarray:
+    """Straight RGBA -> premultiplied, rounding as Pillow's RGBA -> RGBa."""
+    return np.asarray(to_image(img).convert("RGBa"))
+
+
+def unpremultiply(img: np.ndarray) -> np.ndarray:
+    """Premultiplied RGBA -> straight, as Pillow's RGBa -> RGBA."""
+    return np.asarray(to_image(img, "RGBa").convert("RGBA"))
+
+
+def _blur121(im: Image.Image) -> Image.Image:
+    w, h = im.size
     if h < 3 or w < 3:
-        return _blur121_numpy(img)
-    mode = "RGBA" if c == 4 else "RGB"  # the values are premultiplied already
-    out = np.array(Image.fromarray(img, mode).filter(_BOX121))
+        return to_image(_blur121_numpy(np.asarray(im)), im.mode)
+    out = im.filter(_BOX121)
     # Pillow copies the 1-pixel border unfiltered, the kernels clamp to the
     # edge there: a two-line strip blurred with clamping gives its outer line
     # exactly, so only the border is recomputed.
-    out[0] = _blur121_numpy(img[:2])[0]
-    out[-1] = _blur121_numpy(img[-2:])[-1]
-    out[:, 0] = _blur121_numpy(img[:, :2])[:, 0]
-    out[:, -1] = _blur121_numpy(img[:, -2:])[:, -1]
+    for box, pick, at in (
+        ((0, 0, w, 2), np.s_[:1], (0, 0)),
+        ((0, h - 2, w, h), np.s_[1:], (0, h - 1)),
+        ((0, 0, 2, h), np.s_[:, :1], (0, 0)),
+        ((w - 2, 0, w, h), np.s_[:, 1:], (w - 1, 0)),
+    ):
+        strip = _blur121_numpy(np.asarray(im.crop(box)))[pick]
+        out.paste(to_image(strip, im.mode), at)
     return out
 
 
