@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ImgtoolError(Exception):
     """Base of every error a user or a job can cause.
@@ -19,6 +21,10 @@ class ImgtoolError(Exception):
         self.message = message
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+    def __reduce__(self):
+        # Keep message and path apart through pickling (process pools).
+        return type(self), (self.message, self.path)
 
     def to_dict(self) -> dict:
         return {"type": self.code, "message": str(self), "retryable": self.retryable}
@@ -69,21 +75,36 @@ class GPUError(RetryableError):
     code = "gpu_error"
 
 
+class ResourceExhausted(RetryableError):
+    """The machine ran short of memory (or another resource) for this one image."""
+
+    code = "resource_exhausted"
+
+
 class BackendUnavailable(PermanentError):
     """The requested backend cannot run on this machine (a usage problem)."""
 
     code = "backend_unavailable"
 
 
-def from_os_error(exc: OSError, path: object) -> ImgtoolError:
-    """Map an OSError met while reading or writing ``path`` to a named error."""
-    import errno
+def from_os_error(exc: OSError, path: object, writing: bool = False) -> ImgtoolError:
+    """Map an OSError met while reading (or, with ``writing``, writing) ``path`` to a named error.
 
+    A missing input is retryable (a queued upload may not have landed yet);
+    so are permission and I/O failures, which an operator can mend.  A path
+    that can never be a file (a directory, a name too long) is permanent.
+    """
     reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOENT:
+    if exc.errno == errno.EISDIR:
+        if writing:
+            return PermanentError("cannot be written: it is a directory", path)
+        return UnsupportedFormat("is a directory", path)
+    if exc.errno == errno.ENAMETOOLONG:
+        return PermanentError("file name too long", path)
+    if writing:
+        return TransientIOError(f"cannot be written ({reason})", path)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return InputNotFound("no such file", path)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return TransientIOError(f"permission denied ({reason})", path)
-    if exc.errno == errno.EISDIR:
-        return UnsupportedFormat("is a directory", path)
     return TransientIOError(reason, path)
