@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from . import imageio
 from .backends import Backend, get_backend
-from .errors import ImgtoolError, TransientIOError, from_os_error
+from .errors import ImgtoolError, ResourceExhausted, from_os_error
 from .ops import Settings, job_id_for, output_name
 
 log = logging.getLogger("imgtool")
@@ -116,16 +116,16 @@ class Pipeline:
         except ImgtoolError as exc:
             return Result(task, "failed", error=exc, duration_ms=_ms(start))
         except MemoryError:
-            err = TransientIOError("out of memory", task.src)
+            err = ResourceExhausted("out of memory", task.src)
             return Result(task, "failed", error=err, duration_ms=_ms(start))
         return Result(task, "done", outputs, duration_ms=_ms(start), size=size)
 
     def _run(self, task: Task) -> tuple[dict[str, Path], tuple[int, int]]:
         settings = task.settings or self.settings
-        img = imageio.decode(task.src, settings.max_pixels)
-        size = (img.shape[1], img.shape[0])
+        img = imageio.decode_image(task.src, settings.max_pixels)
+        size = img.size
         self._check_stop()
-        pixels = self.backend.apply(img, settings)
+        pixels = self.backend.apply_image(img, settings)
         del img
         encoded = {}
         for op in settings.ops:
@@ -153,7 +153,7 @@ class Pipeline:
                 except OSError:
                     pass
             if isinstance(exc, OSError):
-                raise from_os_error(exc, targets[op]) from exc
+                raise from_os_error(exc, targets[op], writing=True) from exc
             raise
         return written
 

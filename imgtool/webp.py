@@ -1,0 +1,75 @@
+"""Lossy WebP encoding straight through libwebp's simple API, when it can be found.
+
+Pillow encodes every WebP through libwebp's animation encoder, which costs
+about a tenth of the encode time of a large photo on top of the encode
+itself. For the default settings (lossy, effort 4 — the simple API's method)
+libwebp's ``WebPEncodeRGB``/``WebPEncodeRGBA`` write the same bitstream
+without that overhead. Which library: the libwebp bundled with Pillow's wheel
+(so it is the same version Pillow would use), else the system's. Where neither
+loads, or for any other settings, callers fall back to Pillow.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import glob
+import os
+
+# The simple API's method (WebPConfigPreset's default); other efforts go through Pillow.
+SIMPLE_API_EFFORT = 4
+
+
+@functools.lru_cache(maxsize=1)
+def _lib():
+    candidates = []
+    try:
+        import PIL
+
+        libs = os.path.join(os.path.dirname(os.path.dirname(PIL.__file__)), "pillow.libs")
+        candidates += sorted(glob.glob(os.path.join(libs, "libwebp-*.so*")))
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        pass
+    system = ctypes.util.find_library("webp")
+    if system:
+        candidates.append(system)
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+            for name in ("WebPEncodeRGB", "WebPEncodeRGBA"):
+                fn = getattr(lib, name)
+                fn.restype = ctypes.c_size_t
+                fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_float, ctypes.POINTER(ctypes.c_void_p)]
+            lib.WebPFree.argtypes = [ctypes.c_void_p]
+            lib.WebPFree.restype = None
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def available() -> bool:
+    return _lib() is not None
+
+
+def encode_simple(im, quality: int, effort: int, lossless: bool) -> bytes | None:
+    """WebP bytes of the RGB or RGBA PIL image ``im``, or None where this path does not apply."""
+    if lossless or effort != SIMPLE_API_EFFORT or im.mode not in ("RGB", "RGBA"):
+        return None
+    lib = _lib()
+    if lib is None:
+        return None
+    data = im.tobytes()
+    channels = 4 if im.mode == "RGBA" else 3
+    fn = lib.WebPEncodeRGBA if channels == 4 else lib.WebPEncodeRGB
+    out = ctypes.c_void_p()
+    # ctypes releases the GIL for the call, so encodes run in parallel threads.
+    size = fn(data, im.width, im.height, im.width * channels, float(quality), ctypes.byref(out))
+    if not size or not out.value:
+        return None
+    try:
+        return ctypes.string_at(out.value, size)
+    finally:
+        lib.WebPFree(out)
