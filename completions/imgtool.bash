@@ -9,11 +9,22 @@ _imgtool_complete() {
     done
     case "$sub" in
         "")
-            COMPREPLY=($(compgen -W "completion process queue watch -V --version -v --verbose -q --quiet" -- "$cur")); return ;;
+            COMPREPLY=($(compgen -W "completion enqueue process queue status watch -V --version -v --verbose -q --quiet" -- "$cur")); return ;;
         completion)
             case "$prev" in
             esac
             if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi
+            return ;;
+        enqueue)
+            case "$prev" in
+                --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --ops) COMPREPLY=($(compgen -W "thumbnail blur low-quality" -- "$cur")); return ;;
+                -o|--output-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --options) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --ops -o --output-dir --options -n --dry-run" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         process)
@@ -35,14 +46,56 @@ _imgtool_complete() {
             return ;;
         queue)
             case "$prev" in
+                --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -w|--workers) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-retries) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --allow-root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --drain-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --metrics-port) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --metrics-host) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --heartbeat-ttl) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-recoveries) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --retry-base) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --retry-cap) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --done-cap) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --ops) COMPREPLY=($(compgen -W "thumbnail blur low-quality" -- "$cur")); return ;;
+                --backend) COMPREPLY=($(compgen -W "auto cuda cpu" -- "$cur")); return ;;
+                --thumb-width) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --blur-sigma) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --thumb-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --blur-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --lq-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels" -- "$cur"))
+            else COMPREPLY=($(compgen -f -- "$cur")); fi
+            return ;;
+        status)
+            case "$prev" in
+                --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --json" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         watch)
             case "$prev" in
+                --ops) COMPREPLY=($(compgen -W "thumbnail blur low-quality" -- "$cur")); return ;;
+                --backend) COMPREPLY=($(compgen -W "auto cuda cpu" -- "$cur")); return ;;
+                --thumb-width) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --blur-sigma) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --thumb-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --blur-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --lq-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs --polling --poll-interval --settle --no-initial-scan --json" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

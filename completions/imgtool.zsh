@@ -5,9 +5,11 @@ _imgtool() {
     local -a commands
     commands=(
         'completion:Print the shell completion script for SHELL (bash, zsh or fish).'
+        'enqueue:Push a job for each image file (folders walked) with RPUSH, as the...'
         'process:Make the derivatives of image files and folders (walked recursively).'
-        'queue:Take jobs from the upload servers Redis queue (not built yet).'
-        'watch:Watch DIRECTORY and process each image that lands in it (not built...'
+        'queue:Take jobs from the upload servers Redis queue and record their...'
+        'status:Show the queue\: the four list lengths, scheduled retries, and the...'
+        'watch:Watch DIRECTORY and process each image that lands in it.'
     )
     if (( CURRENT == 2 )) || [[ ${words[2]} == -* && CURRENT -le 2 ]]; then
         _describe 'command' commands
@@ -18,6 +20,16 @@ _imgtool() {
     case $sub in
         completion)
             _arguments -s \
+            ;;
+        enqueue)
+            _arguments -s \
+                '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
+                '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
+                '--ops[Operations the jobs ask for, comma-separated.]:value:(thumbnail blur low-quality)' \
+                '(-o --output-dir)'{-o,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\].]:dir:_files -/' \
+                '--options[Per-operation parameters, e.g. '\''{"thumbnail"\: {"width"\: 320}}'\''.]:value:' \
+                '(-n --dry-run)'{-n,--dry-run}'[Print the jobs (one JSON line each) instead of pushing them.]' \
+                '*:path:_files'
             ;;
         process)
             _arguments -s \
@@ -40,9 +52,54 @@ _imgtool() {
             ;;
         queue)
             _arguments -s \
+                '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
+                '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
+                '(-w --workers)'{-w,--workers}'[Jobs processed at once (threads sharing one backend and GPU).]:value:' \
+                '--max-retries[Retries of a job whose error is retryable before it goes to image\:failed.]:value:' \
+                '--allow-root[Only read and write under DIR, after resolving symlinks (repeatable) \[default\: $IMGTOOL_ALLOW_ROOTS, '\''\:'\''-separated\].]:dir:_files -/' \
+                '--drain-timeout[On SIGTERM/SIGINT, seconds to let in-flight jobs finish before putting them back.]:value:' \
+                '--metrics-port[Serve Prometheus /metrics and /healthz on this port (0\: any free port).]:value:' \
+                '--metrics-host[Address the metrics server listens on.]:value:' \
+                '--heartbeat-ttl[Seconds without a heartbeat after which a worker is dead and its jobs are put back.]:value:' \
+                '--max-recoveries[A job recovered from dead workers more often than this is a poison pill\: image\:failed.]:value:' \
+                '--retry-base[Backoff base in seconds\: retry n waits uniform(0, min(cap, base*2^n)).]:value:' \
+                '--retry-cap[Longest backoff before a retry, in seconds.]:value:' \
+                '--done-cap[image\:done keeps this many newest entries.]:value:' \
+                '--ops[Operations to run, comma-separated.]:value:(thumbnail blur low-quality)' \
+                '--backend[Where the image operations run\: cuda when a GPU answers (auto), or force one.]:value:(auto cuda cpu)' \
+                '--thumb-width[Thumbnail width in pixels (never upscaled).]:value:' \
+                '--blur-sigma[Gaussian sigma for blur (radius ceil(3*sigma), up to 50); default\: the 3x3 \[1 2 1\] kernel.]:value:' \
+                '--thumb-quality[WebP quality of the thumbnail.]:value:' \
+                '--blur-quality[WebP quality of the blurred image.]:value:' \
+                '--lq-quality[WebP quality of the low-quality placeholder.]:value:' \
+                '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
+                '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
+                '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:'
+            ;;
+        status)
+            _arguments -s \
+                '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
+                '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
+                '--json[One JSON object on stdout.]'
             ;;
         watch)
             _arguments -s \
+                '--ops[Operations to run, comma-separated.]:value:(thumbnail blur low-quality)' \
+                '--backend[Where the image operations run\: cuda when a GPU answers (auto), or force one.]:value:(auto cuda cpu)' \
+                '--thumb-width[Thumbnail width in pixels (never upscaled).]:value:' \
+                '--blur-sigma[Gaussian sigma for blur (radius ceil(3*sigma), up to 50); default\: the 3x3 \[1 2 1\] kernel.]:value:' \
+                '--thumb-quality[WebP quality of the thumbnail.]:value:' \
+                '--blur-quality[WebP quality of the blurred image.]:value:' \
+                '--lq-quality[WebP quality of the low-quality placeholder.]:value:' \
+                '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
+                '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
+                '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
+                '--polling[Poll the folder instead of using kernel events (network filesystems).]' \
+                '--poll-interval[Seconds between two looks at the folder with --polling.]:value:' \
+                '--settle[Seconds a file must stay unchanged after its last write (inotify\: after its last close) before it is processed; with --polling, at least the poll interval.]:value:' \
+                '--no-initial-scan[Do not catch up on files that lack up-to-date outputs at start.]' \
+                '--json[One JSON line per processed file on stdout.]' \
                 '*:path:_files'
             ;;
     esac

@@ -1,13 +1,105 @@
-"""imgtool watch DIR: process uploads as they land (not built yet)."""
+"""imgtool watch DIR: process uploads the moment they land."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
 
 import click
 
+from ..pipeline import Pipeline, Result
+from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
+from .options import default_jobs, jobs_option, processing_options, settings_from_options
+
+log = logging.getLogger("imgtool")
+
+EXIT_ROOT_GONE = 1
+EXIT_ABORTED = 130
+
 
 @click.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
-def watch(directory):
-    """Watch DIRECTORY and process each image that lands in it (not built yet)."""
-    raise click.ClickException("imgtool watch is not built yet")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@processing_options
+@jobs_option
+@click.option("--polling", is_flag=True,
+              help="Poll the folder instead of using kernel events (network filesystems).")
+@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=DEFAULT_POLL_INTERVAL,
+              show_default=True, help="Seconds between two looks at the folder with --polling.")
+@click.option("--settle", type=click.FloatRange(0, 3600), default=DEFAULT_SETTLE, show_default=True,
+              help="Seconds a file must stay unchanged after its last write (inotify: after its last "
+                   "close) before it is processed; with --polling, at least the poll interval.")
+@click.option("--no-initial-scan", "initial_scan", is_flag=True, flag_value=False, default=True,
+              help="Do not catch up on files that lack up-to-date outputs at start.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per processed file on stdout.")
+def watch(directory, jobs, polling, poll_interval, settle, initial_scan, as_json, **kw):
+    """Watch DIRECTORY and process each image that lands in it.
+
+    Each image created, moved in or rewritten anywhere below DIRECTORY is
+    processed once its writing is over, into processed/ beside it.
+    processed/ folders, hidden and temporary files are ignored.  On start,
+    files without up-to-date outputs are caught up on.
+
+    SIGINT/SIGTERM: finish the files in work, then exit 0; a second signal
+    interrupts them (no partial output is left) and exits 130.
+    """
+    backend = kw.pop("backend")
+    settings = settings_from_options(kw)
+    jobs = jobs or default_jobs()
+    pipe = Pipeline(settings, backend=backend, jobs=jobs)
+    out_lock = threading.Lock()
+
+    def print_json(result: Result) -> None:
+        line = json.dumps(result.to_dict())
+        with out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    watcher = Watcher(directory, pipe, jobs=jobs, polling=polling, poll_interval=poll_interval,
+                      settle=settle, initial_scan=initial_scan,
+                      on_result=print_json if as_json else None)
+    stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            log.info("stopping: finishing the files in work (signal again to interrupt them)")
+        else:
+            pipe.stop_event.set()
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            watcher.start()
+        except OSError as exc:
+            hint = ""
+            if exc.errno == errno.ENOSPC:  # inotify's limit, not the disk
+                hint = " (inotify watch limit reached: raise fs.inotify.max_user_watches, or use --polling)"
+            elif exc.errno == errno.EMFILE:
+                hint = " (too many inotify instances: raise fs.inotify.max_user_instances, or use --polling)"
+            raise click.ClickException(f"cannot watch {directory}: {exc.strerror or exc}{hint}") from exc
+        log.info("watching %s (%s, settle %g s, %d job%s, backend %s)", watcher.root,
+                 watcher.observer_name, watcher.quiet, jobs, "" if jobs == 1 else "s", pipe.backend_name)
+        while not stop.wait(0.2):
+            if watcher.root_gone.is_set():
+                log.error("%s was removed; stopping", watcher.root)
+                break
+    finally:
+        watcher.stop(abort=pipe.stop_event.is_set())
+        pipe.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    c = watcher.counts
+    log.info("stopped: %d processed, %d failed", c["done"], c["failed"])
+    if len(signals) > 1:
+        return EXIT_ABORTED
+    return EXIT_ROOT_GONE if watcher.root_gone.is_set() and not signals else 0
 
 
 COMMANDS = [watch]
