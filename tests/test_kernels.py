@@ -1,0 +1,266 @@
+"""The kernels (kernels/*.cu) against the cpu backend, through the cuda backend's own code.
+
+Every comparison runs on the CPU build of the kernels (runtime "host", always)
+and, in the ``gpu`` group, on a real GPU through PyCUDA (skipped where there
+is none).  Sizes sweep the block boundaries of every kernel; the tolerance is
+1 per channel, as the spec promises (in practice the host build is bit-exact).
+Every kernel also compiles to PTX with nvcc for sm_75 and sm_90.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import assert_image_close
+from imgtool import kernels
+from imgtool.backends import cuda as cuda_backend
+from imgtool.backends.cpu import CpuBackend
+from imgtool.backends.cuda import CudaBackend, kernel_source, module_defines
+from imgtool.backends.filters import lanczos_coefficients
+from imgtool.errors import BackendUnavailable
+from imgtool.ops import Settings, blur_radius
+
+TOLERANCE = 1
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+BX, BY = cuda_backend.RESAMPLE_BLOCK  # 32 x 8, also halfsize's block
+BOX_ROWS = cuda_backend.BOX_BLOCK[1] * cuda_backend.BOX_PIXELS  # box121's tile: 32 x 32
+TILE_W = cuda_backend.GAUSS_H_BLOCK[0] * cuda_backend.GAUSS_H_PIXELS  # gauss_h's row tile (128)
+TILE_V = cuda_backend.GAUSS_V_BLOCKS[0][1] * cuda_backend.GAUSS_V_PIXELS  # gauss_v's column tile (16, small radii)
+assert (BX, BY) == cuda_backend.BOX_BLOCK == cuda_backend.HALFSIZE_BLOCK
+
+# (width, height): 1x1, 1xN, Nx1, block-1 / block / block+1 in each direction
+# (heights 31..33 are box121's tile too), the Gaussian tiles' edges, odd primes.
+SIZES = [
+    (1, 1), (1, 13), (13, 1), (2, 2), (3, 2),
+    (BX - 1, BY - 1), (BX, BY), (BX + 1, BY + 1),
+    (BY - 1, BX - 1), (BY, BX), (BY + 1, BX + 1),
+    (5, BOX_ROWS - 1), (6, BOX_ROWS), (7, BOX_ROWS + 1),
+    (TILE_W - 1, 3), (TILE_W, 5), (TILE_W + 1, 2),
+    (3, TILE_V - 1), (4, TILE_V), (5, TILE_V + 1),
+    (37, 41), (97, 5), (5, 97), (65, 63),
+]
+SIGMAS = [None, 0.5, 1.3, 4.0]
+
+
+def _id(size):
+    return f"{size[0]}x{size[1]}"
+
+
+def make_image(width: int, height: int, channels: int, seed: int) -> np.ndarray:
+    """Noise (the hardest case for rounding), with alpha that includes 0 and 255 and values between."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    if channels == 4:
+        pick = rng.random((height, width))
+        img[..., 3][pick < 0.25] = 0
+        img[..., 3][(pick >= 0.25) & (pick < 0.5)] = 255
+    return img
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return CpuBackend()
+
+
+_backends: dict[str, CudaBackend] = {}
+
+
+@pytest.fixture(
+    scope="module",
+    params=["host", pytest.param("pycuda", marks=pytest.mark.gpu)],
+)
+def kernel_backend(request):
+    """The cuda backend on the CPU build of the kernels, and (gpu group) on a real GPU."""
+    runtime = request.param
+    if runtime not in _backends:
+        try:
+            _backends[runtime] = CudaBackend(runtime)
+        except BackendUnavailable as exc:
+            if runtime == "pycuda":
+                pytest.skip(f"no GPU here: {exc.message}")
+            raise  # the host build must work everywhere (g++ is required)
+    yield _backends[runtime]
+
+
+def teardown_module():
+    for backend in _backends.values():
+        backend.close()
+    _backends.clear()
+
+
+# ---- thumbnail (resample.cu) -------------------------------------------------
+
+
+@pytest.mark.parametrize("in_size, out_size", [(1, 1), (1, 5), (5, 1), (4032, 256), (256, 4032), (97, 13), (13, 97)])
+def test_lanczos_coefficients(in_size, out_size):
+    bounds, coeffs, ksize = lanczos_coefficients(in_size, out_size)
+    assert bounds.shape == (out_size, 2) and coeffs.shape == (out_size, ksize)
+    assert bounds.dtype == coeffs.dtype == np.int32 and not coeffs.flags.writeable
+    first, count = bounds[:, 0], bounds[:, 1]
+    assert (first >= 0).all() and (count >= 1).all() and (first + count <= in_size).all() and (count <= ksize).all()
+    # Each row sums to one in 22-bit fixed point, give or take the rounding of its taps.
+    sums = coeffs.astype(np.int64).sum(axis=1)
+    assert (np.abs(sums - (1 << 22)) <= count).all()
+    assert not coeffs[np.arange(ksize)[None, :] >= count[:, None]].any()  # zero past count
+
+
+def _thumb_targets(w: int, h: int) -> list[tuple[int, int]]:
+    return sorted(
+        {
+            (max(1, w * 3 // 8), max(1, h * 3 // 8)),  # downscale both ways
+            (w + 5, h + 2),  # upscale
+            (max(1, w // 2), h),  # horizontal pass only
+            (w, max(1, h // 3)),  # vertical pass only
+            (max(1, w - 1), max(1, h // 4)),  # Pillow runs the vertical pass first here
+        }
+        - {(w, h)}
+    )
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("size", SIZES, ids=_id)
+def test_thumbnail_matches_cpu(kernel_backend, cpu, size, channels):
+    w, h = size
+    img = make_image(w, h, channels, seed=w * 1000 + h)
+    for tw, th in _thumb_targets(w, h):
+        assert_image_close(
+            kernel_backend.thumbnail(img, tw, th), cpu.thumbnail(img, tw, th), TOLERANCE,
+            f"thumbnail {w}x{h}x{channels} -> {tw}x{th}",
+        )
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_thumbnail_large_downscale(kernel_backend, cpu, channels):
+    # A scale of 11 gives ksize 67: long coefficient rows, many output blocks.
+    img = make_image(701, 523, channels, seed=7)
+    assert_image_close(kernel_backend.thumbnail(img, 64, 48), cpu.thumbnail(img, 64, 48), TOLERANCE)
+
+
+def test_thumbnail_same_size_is_a_copy(kernel_backend):
+    img = make_image(9, 7, 4, seed=1)
+    out = kernel_backend.thumbnail(img, 9, 7)
+    assert out is not img and np.array_equal(out, img)
+
+
+# ---- blur (blur.cu) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", SIGMAS, ids=lambda s: f"sigma={s}")
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("size", SIZES, ids=_id)
+def test_blur_matches_cpu(kernel_backend, cpu, size, channels, sigma):
+    w, h = size
+    img = make_image(w, h, channels, seed=w * 7 + h)
+    assert_image_close(
+        kernel_backend.blur(img, sigma), cpu.blur(img, sigma), TOLERANCE, f"blur {w}x{h}x{channels} {sigma}"
+    )
+
+
+@pytest.mark.parametrize("sigma", [12.0, 50.0])
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (33, 30)], ids=_id)
+@pytest.mark.parametrize("channels", [3, 4])
+def test_blur_radius_larger_than_image(kernel_backend, cpu, size, channels, sigma):
+    w, h = size
+    assert blur_radius(sigma) > max(w, h)
+    img = make_image(w, h, channels, seed=3)
+    assert_image_close(kernel_backend.blur(img, sigma), cpu.blur(img, sigma), TOLERANCE)
+
+
+def test_blur_tall_image_column_tiles(kernel_backend, cpu):
+    # gauss_v's column tile: several tiles down, a narrow last one across.
+    img = make_image(19, 300, 4, seed=11)
+    assert_image_close(kernel_backend.blur(img, 2.2), cpu.blur(img, 2.2), TOLERANCE)
+
+
+# ---- low-quality (downscale.cu) ------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("size", SIZES + [(2 * BX + 1, 2 * BY + 1), (2 * BX, 2 * BY)], ids=_id)
+def test_halfsize_matches_cpu(kernel_backend, cpu, size, channels):
+    w, h = size
+    img = make_image(w, h, channels, seed=w + h)
+    assert_image_close(kernel_backend.halfsize(img), cpu.halfsize(img), 0, f"halfsize {w}x{h}x{channels}")
+
+
+# ---- all operations of one upload, random sizes --------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    w=st.integers(1, 90),
+    h=st.integers(1, 90),
+    channels=st.sampled_from([3, 4]),
+    thumb_width=st.integers(1, 100),
+    sigma=st.sampled_from([None, 0.3, 0.5, 1.3, 4.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_apply_random_sizes(kernel_backend, cpu, w, h, channels, thumb_width, sigma, seed):
+    img = make_image(w, h, channels, seed)
+    s = Settings(thumb_width=thumb_width, blur_sigma=sigma)
+    got, want = kernel_backend.apply(img, s), cpu.apply(img, s)
+    assert list(got) == list(want)
+    for op in want:
+        assert_image_close(got[op], want[op], TOLERANCE, f"{op} of {w}x{h}x{channels}")
+
+
+def test_apply_runs_only_the_requested_operations(kernel_backend, cpu):
+    img = make_image(50, 20, 3, seed=5)
+    s = Settings(ops=("low-quality", "blur"), blur_sigma=None)
+    got = kernel_backend.apply(img, s)
+    assert list(got) == ["low-quality", "blur"]
+    assert_image_close(got["blur"], cpu.blur(img, None), TOLERANCE)
+
+
+# ---- PTX ---------------------------------------------------------------------
+
+KERNEL_FILES = {"resample.cu": ["resample_h", "resample_v"], "blur.cu": ["box121", "gauss_h", "gauss_v"],
+                "downscale.cu": ["halfsize"]}
+
+
+def _nvcc() -> str:
+    nvcc = shutil.which("nvcc")
+    if nvcc is None and os.access("/usr/local/cuda/bin/nvcc", os.X_OK):
+        nvcc = "/usr/local/cuda/bin/nvcc"
+    if nvcc is None:
+        if ON_CI:
+            pytest.fail("nvcc is missing on CI: the kernels must be compiled to PTX there")
+        pytest.skip("nvcc is not installed")
+    return nvcc
+
+
+@pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
+@pytest.mark.parametrize("name", sorted(KERNEL_FILES))
+def test_kernels_compile_to_ptx(tmp_path, name, arch):
+    nvcc = _nvcc()
+    # Both channel counts; blur.cu at its largest radius (the most shared memory).
+    variants = [(4, 150), (3, 1)]
+    procs = []
+    for channels, radius in variants:
+        src = tmp_path / f"{channels}_{radius}_{name}"
+        src.write_text(kernel_source(name, module_defines(name, channels, radius)))
+        ptx = src.with_suffix(".ptx")
+        cmd = [nvcc, "--ptx", f"-arch={arch}", *cuda_backend.NVCC_OPTIONS,
+               "-I", str(kernels.KERNEL_DIR), "-o", str(ptx), str(src)]
+        procs.append((ptx, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    for ptx, proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"nvcc failed for {ptx.name}:\n{out}"
+        text = ptx.read_text()
+        for kernel in KERNEL_FILES[name]:
+            assert f".entry {kernel}(" in text, f"{kernel} missing from {ptx.name}"
+        # The float sums must round like the cpu backend's: no fused multiply-add.
+        assert "fma.rn.f32" not in text, f"{ptx.name} contracts float multiply-adds"
+        # ptxas checks the resources (48 KiB of static shared memory, registers).
+        ptxas = shutil.which("ptxas") or os.path.join(os.path.dirname(nvcc), "ptxas")
+        check = subprocess.run([ptxas, f"-arch={arch}", str(ptx), "-o", str(ptx.with_suffix(".cubin"))],
+                               capture_output=True, text=True, timeout=300)
+        assert check.returncode == 0, f"ptxas rejected {ptx.name}:\n{check.stderr}"

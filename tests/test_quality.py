@@ -1,0 +1,101 @@
+"""The thumbnail's quality bar: PSNR >= 40 dB against Pillow's LANCZOS, on a zone plate and real photos.
+
+Measured on the computed pixels (what ``--lossless`` writes), for the cpu
+backend and for the kernels (the cuda backend on the CPU build of the kernels).
+The photos are ../shared/corpus/photos beside the repository, or $IMGTOOL_CORPUS:
+absent, these tests skip, except on CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import imagegen
+from helpers import psnr
+from imgtool.backends.cpu import CpuBackend
+from imgtool.backends.cuda import CudaBackend
+from imgtool.ops import THUMBNAIL, Settings, output_size
+
+PSNR_BAR = 40.0
+THUMB_WIDTH = 256
+REPO = Path(__file__).resolve().parent.parent
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _photo_dir() -> Path:
+    env = os.environ.get("IMGTOOL_CORPUS")
+    if env:
+        base = Path(env)
+        return base / "photos" if (base / "photos").is_dir() else base
+    return REPO.parent / "shared" / "corpus" / "photos"
+
+
+PHOTO_DIR = _photo_dir()
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
+PHOTOS = sorted(p for p in PHOTO_DIR.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if PHOTO_DIR.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def backends():
+    """Both ways of computing a thumbnail; each input is decoded and referenced once for both."""
+    made = {"cpu": CpuBackend(), "kernels": CudaBackend("host")}
+    yield made
+    for b in made.values():
+        b.close()
+
+
+def assert_quality(backends, img: np.ndarray, what: str) -> None:
+    size = thumb_size(img.shape[1], img.shape[0])
+    want = reference(img, size)
+    scores = {name: psnr(b.thumbnail(img, *size), want) for name, b in backends.items()}
+    low = {name: f"{s:.1f} dB" for name, s in scores.items() if s < PSNR_BAR}
+    assert not low, f"{what}: below {PSNR_BAR} dB: {low}"
+
+
+def thumb_size(w: int, h: int) -> tuple[int, int]:
+    return output_size(THUMBNAIL, w, h, Settings(thumb_width=THUMB_WIDTH))
+
+
+def reference(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.LANCZOS))
+
+
+@functools.lru_cache(maxsize=1)
+def zone_plate() -> np.ndarray:
+    return imagegen.zone_plate(2048)
+
+
+def test_zone_plate(backends):
+    assert_quality(backends, zone_plate(), "2048x2048 zone plate")
+
+
+def test_zone_plate_measure_sees_aliasing():
+    # The measure itself: point sampling (the old worker's way) must fail the bar.
+    img = zone_plate()
+    step = img.shape[1] // THUMB_WIDTH
+    aliased = img[step // 2 :: step, step // 2 :: step]
+    assert psnr(aliased, reference(img, thumb_size(*img.shape[1::-1]))) < 30.0
+
+
+def decoded(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def test_corpus_present():
+    if not PHOTOS:
+        msg = f"no photos in {PHOTO_DIR} (set IMGTOOL_CORPUS)"
+        if ON_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
+def test_photo(backends, path):
+    assert_quality(backends, decoded(path), path.name)
