@@ -173,15 +173,18 @@ def encode_webp(
     if isinstance(img, np.ndarray):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
             raise ValueError(f"expected a uint8 (h, w, 3|4) array, not {img.dtype} {img.shape}")
-        img = Image.fromarray(img)
+        h, w = img.shape[:2]
     elif img.mode not in ("RGB", "RGBA"):
         raise ValueError(f"expected an RGB or RGBA image, not {img.mode}")
-    w, h = img.size
+    else:
+        w, h = img.size
     if w > WEBP_MAX_SIDE or h > WEBP_MAX_SIDE:
         raise ImageTooLarge(f"{w}x{h} is over WebP's limit of {WEBP_MAX_SIDE} pixels a side")
     fast = webp.encode_simple(img, quality, effort, lossless)
     if fast is not None:
         return fast
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
     buf = io.BytesIO()
     # Pillow's WebP writer takes metadata only from these arguments, never from
     # img.info, so leaving them out writes none.

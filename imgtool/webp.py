@@ -17,6 +17,8 @@ import functools
 import glob
 import os
 
+import numpy as np
+
 # The simple API's method (WebPConfigPreset's default); other efforts go through Pillow.
 SIMPLE_API_EFFORT = 4
 
@@ -54,19 +56,35 @@ def available() -> bool:
     return _lib() is not None
 
 
-def encode_simple(im, quality: int, effort: int, lossless: bool) -> bytes | None:
-    """WebP bytes of the RGB or RGBA PIL image ``im``, or None where this path does not apply."""
-    if lossless or effort != SIMPLE_API_EFFORT or im.mode not in ("RGB", "RGBA"):
+def encode_simple(img, quality: int, effort: int, lossless: bool) -> bytes | None:
+    """WebP bytes of an RGB/RGBA PIL image or uint8 (h, w, 3|4) array; None where this path does not apply.
+
+    An array whose rows are contiguous is read in place, without a copy.
+    """
+    if lossless or effort != SIMPLE_API_EFFORT:
         return None
     lib = _lib()
     if lib is None:
         return None
-    data = im.tobytes()
-    channels = 4 if im.mode == "RGBA" else 3
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
+            return None
+        if img.strides[2] != 1 or img.strides[1] != img.shape[2]:
+            img = np.ascontiguousarray(img)
+        height, width, channels = img.shape
+        data = ctypes.cast(img.ctypes.data, ctypes.c_char_p)
+        stride = img.strides[0]
+    elif img.mode in ("RGB", "RGBA"):
+        width, height = img.size
+        channels = 4 if img.mode == "RGBA" else 3
+        data = img.tobytes()
+        stride = width * channels
+    else:
+        return None
     fn = lib.WebPEncodeRGBA if channels == 4 else lib.WebPEncodeRGB
     out = ctypes.c_void_p()
     # ctypes releases the GIL for the call, so encodes run in parallel threads.
-    size = fn(data, im.width, im.height, im.width * channels, float(quality), ctypes.byref(out))
+    size = fn(data, width, height, stride, float(quality), ctypes.byref(out))
     if not size or not out.value:
         return None
     try:

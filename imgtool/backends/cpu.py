@@ -1,9 +1,12 @@
-"""The cpu backend: the kernels' arithmetic with Pillow's C fast paths and numpy.
+"""The cpu backend: the kernels' arithmetic with Pillow's C fast paths, numpy and a little C.
 
-It works on PIL images end to end (``apply_image``), so a decoded image goes
-to the encoder without a single copy into or out of numpy; the array methods
-of the Backend interface wrap the same functions, so the kernels' tests
-compare against exactly what the pipeline runs.
+The pipeline hands it the decoded PIL image (``apply_image``).  The thumbnail
+is Pillow's own Lanczos resampler (the kernels reproduce its arithmetic
+exactly); the blur runs in the optional C extension ``_cpufast`` when it was
+built, on a numpy view of the image, and otherwise through Pillow and numpy
+with the same results; the placeholder is a nearest-neighbour resize. The
+array methods of the Backend interface wrap the same functions, so the
+kernels' tests compare against exactly what the pipeline runs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from PIL import Image, ImageFilter
 from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, Settings, output_size
 from . import Backend
 from .filters import gaussian_weights
+
+try:
+    from . import _cpufast
+except ImportError:  # built without a C compiler: the Pillow/numpy paths below
+    _cpufast = None
 
 # The default blur, [1 2 1] x [1 2 1] / 16, as Pillow's 3x3 filter: with
 # these weights its float sum is exact, so it equals (sum + 8) >> 4.
@@ -30,7 +38,22 @@ def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
     return im.resize((width, height), Image.Resampling.LANCZOS)
 
 
-def blur_image(im: Image.Image, sigma: float | None) -> Image.Image:
+def blur_array(img: np.ndarray, sigma: float | None, fast=True) -> np.ndarray:
+    """The blur of a uint8 (h, w, 3|4) straight-alpha array."""
+    if fast and _cpufast is not None:
+        out = np.empty_like(img)
+        if sigma is None:
+            _cpufast.blur121(img, out)
+        else:
+            _cpufast.gaussian(img, out, gaussian_weights(sigma))
+        return out
+    return np.asarray(blur_image(to_image(img), sigma, fast=False))
+
+
+def blur_image(im: Image.Image, sigma: float | None, fast=True) -> Image.Image | np.ndarray:
+    """The blur of an RGB/RGBA image: an array from the C path, else an image."""
+    if fast and _cpufast is not None:
+        return blur_array(np.asarray(im), sigma)
     alpha = im.mode == "RGBA"
     src = im.convert("RGBa") if alpha else im
     if sigma is None:
@@ -71,7 +94,7 @@ class CpuBackend(Backend):
         return np.asarray(thumbnail_image(to_image(img), width, height))
 
     def blur(self, img: np.ndarray, sigma: float | None) -> np.ndarray:
-        return np.asarray(blur_image(to_image(img), sigma))
+        return blur_array(np.ascontiguousarray(img), sigma)
 
     def halfsize(self, img: np.ndarray) -> np.ndarray:
         return np.asarray(halfsize_image(to_image(img)))

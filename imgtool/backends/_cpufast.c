@@ -1,0 +1,275 @@
+/* The cpu backend's fast paths for the blur: the kernels' arithmetic in plain C.
+ *
+ * Pillow has no exact [1 2 1] blur faster than its general 3x3 float filter,
+ * which costs a fifth of a photo's whole processing time; these loops do the
+ * same integer sums in a few hundredths of it.  Both functions take and give
+ * C-contiguous uint8 (h, w, c) buffers, c = 3 or 4 (straight alpha), do the
+ * premultiplication of RGBA themselves exactly as Pillow's RGBA <-> RGBa
+ * conversions do, and run without the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+static inline uint8_t muldiv255(unsigned v, unsigned a) {
+    unsigned t = v * a + 128;
+    return (uint8_t)(((t >> 8) + t) >> 8);
+}
+
+/* One source row, premultiplied when it has alpha, into dst (w * c bytes). */
+static void load_row(const uint8_t *src, uint8_t *dst, Py_ssize_t w, int c) {
+    if (c == 3) {
+        memcpy(dst, src, (size_t)w * 3);
+        return;
+    }
+    for (Py_ssize_t x = 0; x < w; x++) {
+        unsigned a = src[4 * x + 3];
+        dst[4 * x + 0] = muldiv255(src[4 * x + 0], a);
+        dst[4 * x + 1] = muldiv255(src[4 * x + 1], a);
+        dst[4 * x + 2] = muldiv255(src[4 * x + 2], a);
+        dst[4 * x + 3] = (uint8_t)a;
+    }
+}
+
+/* Line y of src as the sums read it: RGB in place, RGBA premultiplied into row. */
+static const uint8_t *line_of(const uint8_t *src, uint8_t *row, Py_ssize_t y, Py_ssize_t w, int c) {
+    const uint8_t *line = src + y * w * c;
+    if (c == 3)
+        return line;
+    load_row(line, row, w, c);
+    return row;
+}
+
+/* Premultiplied -> straight, as Pillow's RGBa -> RGBA. */
+static void unpremultiply_row(uint8_t *row, Py_ssize_t w) {
+    for (Py_ssize_t x = 0; x < w; x++) {
+        unsigned a = row[4 * x + 3];
+        if (a == 0 || a == 255)
+            continue;
+        for (int k = 0; k < 3; k++) {
+            unsigned v = 255u * row[4 * x + k] / a;
+            row[4 * x + k] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    }
+}
+
+/* [1 2 1] along a row with clamped ends, into 16-bit sums. */
+static void hsum121(const uint8_t *p, uint16_t *out, Py_ssize_t w, int c) {
+    Py_ssize_t n = w * c;
+    if (w == 1) {
+        for (int k = 0; k < c; k++)
+            out[k] = (uint16_t)(4 * p[k]);
+        return;
+    }
+    for (int k = 0; k < c; k++) {
+        out[k] = (uint16_t)(3 * p[k] + p[c + k]);
+        out[n - c + k] = (uint16_t)(p[n - 2 * c + k] + 3 * p[n - c + k]);
+    }
+    for (Py_ssize_t i = c; i < n - c; i++)
+        out[i] = (uint16_t)(p[i - c] + 2 * p[i] + p[i + c]);
+}
+
+static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c) {
+    Py_ssize_t n = w * c;
+    uint8_t *row = malloc((size_t)n);
+    uint16_t *ring = malloc((size_t)n * 3 * sizeof(uint16_t));
+    if (!row || !ring) {
+        free(row);
+        free(ring);
+        return -1;
+    }
+    uint16_t *rows[3] = {ring, ring + n, ring + 2 * n};
+    /* rows[0] = sums of line y-1, rows[1] = line y, rows[2] = line y+1 (clamped). */
+    hsum121(line_of(src, row, 0, w, c), rows[1], w, c);
+    memcpy(rows[0], rows[1], (size_t)n * sizeof(uint16_t));
+    for (Py_ssize_t y = 0; y < h; y++) {
+        if (y + 1 < h) {
+            hsum121(line_of(src, row, y + 1, w, c), rows[2], w, c);
+        } else {
+            memcpy(rows[2], rows[1], (size_t)n * sizeof(uint16_t));
+        }
+        uint8_t *out = dst + y * n;
+        const uint16_t *a = rows[0], *b = rows[1], *d = rows[2];
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = (uint8_t)((a[i] + 2 * b[i] + d[i] + 8) >> 4);
+        if (c == 4)
+            unpremultiply_row(out, w);
+        uint16_t *t = rows[0];
+        rows[0] = rows[1];
+        rows[1] = rows[2];
+        rows[2] = t;
+    }
+    free(row);
+    free(ring);
+    return 0;
+}
+
+/* float32 taps along a row with clamped ends; taps summed in order, as numpy does. */
+static void hgauss(const uint8_t *p, float *out, Py_ssize_t w, int c, const float *taps, int r) {
+    for (Py_ssize_t x = 0; x < w; x++) {
+        for (int k = 0; k < c; k++) {
+            float s = 0.0f;
+            for (int t = 0; t <= 2 * r; t++) {
+                Py_ssize_t xx = x + t - r;
+                xx = xx < 0 ? 0 : (xx >= w ? w - 1 : xx);
+                float prod = (float)p[xx * c + k] * taps[t];
+                s = s + prod;
+            }
+            out[x * c + k] = s;
+        }
+    }
+}
+
+static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c,
+                 const float *taps, int r) {
+    Py_ssize_t n = w * c;
+    int span = 2 * r + 1;
+    /* Horizontal sums of every line the vertical taps reach, in a ring. */
+    Py_ssize_t keep = span < h ? span : h;
+    uint8_t *row = malloc((size_t)n);
+    float *ring = malloc((size_t)n * keep * sizeof(float));
+    float *acc = malloc((size_t)n * sizeof(float));
+    if (!row || !ring || !acc) {
+        free(row);
+        free(ring);
+        free(acc);
+        return -1;
+    }
+    /* Line l's sums live in slot l % keep; with keep = min(span, h) every
+       line a window needs is still there (windows clamp to 0..h-1). */
+    Py_ssize_t loaded = 0;
+    for (Py_ssize_t y = 0; y < h; y++) {
+        Py_ssize_t need = y + r < h - 1 ? y + r : h - 1;
+        while (loaded <= need) {
+            hgauss(line_of(src, row, loaded, w, c), ring + (loaded % keep) * n, w, c, taps, r);
+            loaded++;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            acc[i] = 0.0f;
+        for (int t = 0; t < span; t++) {
+            Py_ssize_t yy = y + t - r;
+            yy = yy < 0 ? 0 : (yy >= h ? h - 1 : yy);
+            const float *line = ring + (yy % keep) * n;
+            float tap = taps[t];
+            for (Py_ssize_t i = 0; i < n; i++) {
+                float prod = line[i] * tap;
+                acc[i] = acc[i] + prod;
+            }
+        }
+        uint8_t *out = dst + y * n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = floorf(acc[i] + 0.5f);
+            out[i] = (uint8_t)(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+        }
+        if (c == 4)
+            unpremultiply_row(out, w);
+    }
+    free(row);
+    free(ring);
+    free(acc);
+    return 0;
+}
+
+static int get_image(PyObject *obj, Py_buffer *view, int writable, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND |
+                                          (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->ndim != 3 || view->itemsize != 1 || (view->shape[2] != 3 && view->shape[2] != 4) ||
+        view->shape[0] < 1 || view->shape[1] < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous uint8 (h, w, 3|4) array", what);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int same_shape(Py_buffer *a, Py_buffer *b) {
+    if (a->shape[0] == b->shape[0] && a->shape[1] == b->shape[1] && a->shape[2] == b->shape[2])
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "src and dst must have the same shape");
+    return 0;
+}
+
+static PyObject *py_blur121(PyObject *self, PyObject *args) {
+    PyObject *src_obj, *dst_obj;
+    Py_buffer src, dst;
+    if (!PyArg_ParseTuple(args, "OO", &src_obj, &dst_obj))
+        return NULL;
+    if (get_image(src_obj, &src, 0, "src") < 0)
+        return NULL;
+    if (get_image(dst_obj, &dst, 1, "dst") < 0) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    int rc = 0;
+    if (!same_shape(&src, &dst)) {
+        rc = -2;
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = blur121(src.buf, dst.buf, src.shape[1], src.shape[0], (int)src.shape[2]);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    if (rc == -1)
+        return PyErr_NoMemory();
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_gaussian(PyObject *self, PyObject *args) {
+    PyObject *src_obj, *dst_obj, *taps_obj;
+    Py_buffer src, dst, taps;
+    if (!PyArg_ParseTuple(args, "OOO", &src_obj, &dst_obj, &taps_obj))
+        return NULL;
+    if (get_image(src_obj, &src, 0, "src") < 0)
+        return NULL;
+    if (get_image(dst_obj, &dst, 1, "dst") < 0) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(taps_obj, &taps, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        return NULL;
+    }
+    int rc = 0;
+    Py_ssize_t ntaps = taps.len / (Py_ssize_t)sizeof(float);
+    if (taps.itemsize != 4 || !taps.format || strcmp(taps.format, "f") != 0 || ntaps % 2 != 1) {
+        PyErr_SetString(PyExc_ValueError, "taps must be an odd number of float32 values");
+        rc = -2;
+    } else if (!same_shape(&src, &dst)) {
+        rc = -2;
+    } else {
+        int r = (int)(ntaps / 2);
+        Py_BEGIN_ALLOW_THREADS
+        rc = gauss(src.buf, dst.buf, src.shape[1], src.shape[0], (int)src.shape[2], taps.buf, r);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&taps);
+    if (rc == -1)
+        return PyErr_NoMemory();
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"blur121", py_blur121, METH_VARARGS,
+     "blur121(src, dst): the [1 2 1] x [1 2 1] / 16 blur, clamped edges, premultiplied alpha."},
+    {"gaussian", py_gaussian, METH_VARARGS,
+     "gaussian(src, dst, taps): separable float32 Gaussian, clamped edges, premultiplied alpha."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cpufast", "The cpu backend's C fast paths.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__cpufast(void) { return PyModule_Create(&module); }

@@ -1,0 +1,92 @@
+"""The cpu backend's paths agree: the C fast paths, Pillow's filters and the numpy references."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgtool import webp
+from imgtool.backends import cpu
+from imgtool.backends.cpu import CpuBackend, _blur121_numpy, _gaussian, premultiply, unpremultiply
+from imgtool.ops import Settings, output_size
+
+SIZES = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 3), (3, 5), (17, 33), (64, 31), (5, 300), (129, 7)]
+
+
+def _image(h, w, c, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    if c == 4:
+        a[..., 3][rng.random((h, w)) < 0.2] = 0
+        a[..., 3][rng.random((h, w)) < 0.2] = 255
+    return a
+
+
+def _reference(a, sigma):
+    """Straight from the arithmetic contract, in numpy."""
+    src = premultiply(a) if a.shape[2] == 4 else a
+    out = _blur121_numpy(src) if sigma is None else _gaussian(src, sigma)
+    return unpremultiply(out) if a.shape[2] == 4 else out
+
+
+def test_c_fast_path_is_built():
+    # CI builds the package with a C compiler: a missing extension there is a
+    # packaging bug, not something to skip past.
+    if cpu._cpufast is None and os.environ.get("CI"):
+        pytest.fail("imgtool.backends._cpufast was not built")
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+
+
+@pytest.mark.parametrize("c", [3, 4])
+@pytest.mark.parametrize("h, w", SIZES)
+@pytest.mark.parametrize("sigma", [None, 0.5, 1.7, 6.0])
+def test_blur_paths_agree_exactly(h, w, c, sigma):
+    a = _image(h, w, c, seed=h * 1000 + w)
+    ref = _reference(a, sigma)
+    assert np.array_equal(cpu.blur_array(a, sigma, fast=False), ref)
+    if cpu._cpufast is not None:
+        assert np.array_equal(cpu.blur_array(a, sigma, fast=True), ref)
+
+
+def test_blur_radius_larger_than_the_image():
+    a = _image(4, 6, 3)
+    assert np.array_equal(CpuBackend().blur(a, 50.0), _reference(a, 50.0))
+
+
+@pytest.mark.parametrize("c", [3, 4])
+@pytest.mark.parametrize("h, w", SIZES)
+def test_halfsize_takes_pixel_2x_plus_1(h, w, c):
+    a = _image(h, w, c)
+    ys = [min(2 * y + 1, h - 1) for y in range(max(1, h // 2))]
+    xs = [min(2 * x + 1, w - 1) for x in range(max(1, w // 2))]
+    assert np.array_equal(CpuBackend().halfsize(a), a[np.ix_(ys, xs)])
+
+
+@pytest.mark.parametrize("c", [3, 4])
+def test_apply_image_matches_array_methods(c):
+    a = _image(300, 401, c)
+    im = Image.fromarray(a)
+    for sigma in (None, 2.0):
+        s = Settings(blur_sigma=sigma)
+        out = CpuBackend().apply_image(im, s)
+        b = CpuBackend()
+        assert np.array_equal(np.asarray(out["thumbnail"]), b.thumbnail(a, *output_size("thumbnail", 401, 300, s)))
+        assert np.array_equal(np.asarray(out["blur"]), b.blur(a, sigma))
+        assert np.array_equal(np.asarray(out["low-quality"]), b.halfsize(a))
+
+
+def test_thumbnail_is_pillow_lanczos():
+    a = _image(333, 517, 4)
+    ref = np.asarray(Image.fromarray(a).resize((256, 165), Image.Resampling.LANCZOS))
+    assert np.array_equal(CpuBackend().thumbnail(a, 256, 165), ref)
+
+
+@pytest.mark.parametrize("c", [3, 4])
+def test_webp_from_array_equals_from_image(c):
+    a = _image(50, 70, c)
+    im = Image.fromarray(a)
+    assert webp.encode_simple(a, 80, 4, False) == webp.encode_simple(im, 80, 4, False)
+    view = _image(100, 140, c)[::2, ::2]  # rows not contiguous: copied first
+    assert webp.encode_simple(view, 80, 4, False) == webp.encode_simple(Image.fromarray(np.ascontiguousarray(view)), 80, 4, False)
