@@ -41,7 +41,7 @@ _imgtool_complete() {
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs -f --force -n --dry-run --json" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -q --quiet -v --verbose -j --jobs -f --force -n --dry-run --json" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         queue)
@@ -95,7 +95,7 @@ _imgtool_complete() {
                 --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs --polling --poll-interval --settle --no-initial-scan --json" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -q --quiet -v --verbose -j --jobs --polling --poll-interval --settle --no-initial-scan --json" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

@@ -44,6 +44,8 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '(-f --force)'{-f,--force}'[Redo inputs whose outputs are already up to date.]' \
                 '(-n --dry-run)'{-n,--dry-run}'[Say what would be done; write nothing.]' \
@@ -94,6 +96,8 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--polling[Poll the folder instead of using kernel events (network filesystems).]' \
                 '--poll-interval[Seconds between two looks at the folder with --polling.]:value:' \

@@ -15,7 +15,7 @@ import click
 from ..errors import ImgtoolError
 from ..pipeline import Pipeline, Result, Task
 from ..walk import default_out_dir, walk
-from .options import jobs_option, processing_options, settings_from_options
+from .options import jobs_option, processing_options, settings_from_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
@@ -57,6 +57,7 @@ def _check_paths(paths: tuple[Path, ...]) -> None:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.")
 @processing_options
+@verbosity_options
 @jobs_option
 @click.option("-f", "--force", is_flag=True, help="Redo inputs whose outputs are already up to date.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")

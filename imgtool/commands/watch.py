@@ -14,7 +14,7 @@ import click
 
 from ..pipeline import Pipeline, Result
 from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
-from .options import default_jobs, jobs_option, processing_options, settings_from_options
+from .options import default_jobs, jobs_option, processing_options, settings_from_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
@@ -25,6 +25,7 @@ EXIT_ABORTED = 130
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @processing_options
+@verbosity_options
 @jobs_option
 @click.option("--polling", is_flag=True,
               help="Poll the folder instead of using kernel events (network filesystems).")
