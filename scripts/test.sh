@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+# The completion tests parse the zsh and fish scripts with the shells themselves.
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
+command -v fish >/dev/null 2>&1 || need_apt+=(fish)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: the tests need ${need_apt[*]}; install them with your package manager" >&2
