@@ -76,7 +76,9 @@ _imgtool() {
                 '--lq-quality[WebP quality of the low-quality placeholder.]:value:' \
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
-                '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:'
+                '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
             ;;
         status)
             _arguments -s \

@@ -1,12 +1,251 @@
-"""imgtool queue / enqueue / status: the upload server's Redis protocol (not built yet)."""
+"""imgtool queue / enqueue / status: the upload server's Redis protocol (options and wiring only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
 
 import click
+import redis
+
+from ..errors import ImgtoolError
+from ..ops import OPERATIONS, Settings, job_id_for
+from ..queue import defaults as D
+from ..queue.connection import CONNECTION_ERRORS, make_client, redact, resolve_url
+from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
+from ..queue.keys import Keys
+from ..queue.protocol import Protocol
+from ..walk import default_out_dir, walk
+from .options import OpsList, processing_options, settings_from_options, verbosity_options
+
+log = logging.getLogger("imgtool")
+
+
+def _redis_url(ctx, param, value):
+    try:
+        return resolve_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _prefix(ctx, param, value):
+    try:
+        return Keys(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def redis_options(f):
+    f = click.option("--prefix", "keys", default=D.DEFAULT_PREFIX, show_default=True, callback=_prefix,
+                     help="Prefix of every Redis key ('{image}' keeps them in one Cluster slot).")(f)
+    f = click.option("--redis", "url", metavar="HOST[:PORT]|URL", default=None, callback=_redis_url,
+                     help="Redis to use: host, host:port, or a redis:// or rediss:// URL "
+                          "[default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, "
+                          "else localhost:6379/0].")(f)
+    return f
+
+
+def _positive(ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be > 0")
+    return value
 
 
 @click.command()
-def queue():
-    """Take jobs from the upload server's Redis queue (not built yet)."""
-    raise click.ClickException("imgtool queue is not built yet")
+@redis_options
+@click.option("-w", "--workers", type=click.IntRange(1, 256), default=D.DEFAULT_WORKERS, show_default=True,
+              help="Jobs processed at once (threads sharing one backend and GPU).")
+@click.option("--max-retries", type=click.IntRange(0), default=D.DEFAULT_MAX_RETRIES, show_default=True,
+              help="Retries of a job whose error is retryable before it goes to image:failed.")
+@click.option("--allow-root", "allow_roots", multiple=True,
+              type=click.Path(exists=True, file_okay=False, resolve_path=True),
+              help=f"Only read and write under DIR, after resolving symlinks (repeatable) "
+                   f"[default: ${D.ALLOW_ROOTS_ENV}, {os.pathsep!r}-separated].")
+@click.option("--drain-timeout", type=click.FloatRange(0), default=D.DEFAULT_DRAIN_TIMEOUT, show_default=True,
+              help="On SIGTERM/SIGINT, seconds to let in-flight jobs finish before putting them back.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus /metrics and /healthz on this port (0: any free port).")
+@click.option("--metrics-host", default=D.DEFAULT_METRICS_HOST, show_default=True,
+              help="Address the metrics server listens on.")
+@click.option("--heartbeat-ttl", type=float, default=D.DEFAULT_HEARTBEAT_TTL, show_default=True,
+              callback=_positive,
+              help="Seconds without a heartbeat after which a worker is dead and its jobs are put back.")
+@click.option("--max-recoveries", type=click.IntRange(0), default=D.DEFAULT_MAX_RECOVERIES, show_default=True,
+              help="A job recovered from dead workers more often than this is a poison pill: image:failed.")
+@click.option("--retry-base", type=float, default=D.DEFAULT_RETRY_BASE, show_default=True, callback=_positive,
+              help="Backoff base in seconds: retry n waits uniform(0, min(cap, base*2^n)).")
+@click.option("--retry-cap", type=float, default=D.DEFAULT_RETRY_CAP, show_default=True, callback=_positive,
+              help="Longest backoff before a retry, in seconds.")
+@click.option("--done-cap", type=click.IntRange(1), default=D.DEFAULT_DONE_CAP, show_default=True,
+              help="image:done keeps this many newest entries.")
+@processing_options
+@verbosity_options
+@click.pass_context
+def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
+          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, **kw):
+    """Take jobs from the upload server's Redis queue and record their results.
+
+    Jobs are taken from the left of image:jobs (FIFO) into this worker's
+    in-flight list, and leave it only once their result is in image:done,
+    image:failed or image:retry.  SIGTERM/SIGINT drains: in-flight jobs finish
+    (up to --drain-timeout), then it exits 0; a second signal puts them back
+    at once.  A job's operations must be among --ops.
+    """
+    from ..pipeline import Pipeline
+    from ..queue.metrics import Metrics, MetricsServer, health_check_for
+    from ..queue.worker import Worker, WorkerConfig
+
+    backend = kw.pop("backend")
+    settings = settings_from_options(kw)
+    try:
+        roots = AllowRoots.from_options(allow_roots)
+    except ValueError as exc:
+        raise click.UsageError(f"{D.ALLOW_ROOTS_ENV}: {exc}") from None
+    config = WorkerConfig(workers=workers, prefix=keys.prefix, max_retries=max_retries,
+                          max_recoveries=max_recoveries, drain_timeout=drain_timeout,
+                          heartbeat_ttl=heartbeat_ttl, retry_base=retry_base, retry_cap=retry_cap,
+                          done_cap=done_cap)
+    pipeline = Pipeline(settings, backend=backend, jobs=workers)
+    metrics = Metrics() if metrics_port is not None else None
+    worker = Worker(url, config, settings, pipeline, roots, metrics)
+    server = None
+    if metrics is not None:
+        metrics.bind(worker)
+        ping = make_client(url, socket_timeout=D.HEALTH_PING_TIMEOUT, connect_timeout=D.HEALTH_PING_TIMEOUT)
+        try:
+            server = MetricsServer(metrics, health_check_for(worker, ping), metrics_host, metrics_port).start()
+        except OSError as exc:
+            raise click.UsageError(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
+        log.info("queue: metrics on http://%s:%d/metrics and /healthz", metrics_host, server.port)
+    try:
+        return worker.run()
+    finally:
+        if server is not None:
+            server.stop()
 
 
-COMMANDS = [queue]
+# ------------------------------------------------------------------------ enqueue
+
+
+def _options_json(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        options = json.loads(value)
+        Settings().with_job_options(options)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc.msg}") from None
+    except ImgtoolError as exc:
+        raise click.BadParameter(exc.message) from None
+    return options
+
+
+def _inputs(paths: tuple[Path, ...]):
+    for arg in paths:
+        if arg.is_dir():
+            yield from walk(arg)
+        elif arg.is_file():
+            yield arg
+        else:
+            raise click.UsageError(f"{arg}: no such file or directory")
+
+
+def make_job(src: Path, operations, output_dir: Path | None = None, options=None) -> dict:
+    """A job exactly as the upload server builds it (its field order too)."""
+    src = Path(os.path.abspath(src))
+    job = {
+        "jobId": job_id_for(src),
+        "inputPath": str(src),
+        "outputDir": str(Path(os.path.abspath(output_dir)) if output_dir else default_out_dir(src)),
+        "operations": list(operations),
+        "timestamp": now_ms(),
+        "retryCount": 0,
+    }
+    if options is not None:
+        job["options"] = options
+    return job
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@redis_options
+@click.option("--ops", type=OpsList(), default=",".join(OPERATIONS), show_default=True,
+              help="Operations the jobs ask for, comma-separated.")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="outputDir of every job [default: processed/ beside each input, as the upload server does].")
+@click.option("--options", "options", metavar="JSON", default=None, callback=_options_json,
+              help='Per-operation parameters, e.g. \'{"thumbnail": {"width": 320}}\'.')
+@click.option("-n", "--dry-run", is_flag=True, help="Print the jobs (one JSON line each) instead of pushing them.")
+def enqueue(paths, url, keys, ops, output_dir, options, dry_run):
+    """Push a job for each image file (folders walked) with RPUSH, as the upload server does."""
+    payloads = []
+    skipped = 0
+    for src in _inputs(paths):
+        job = make_job(src, ops, output_dir, options)
+        if not JOB_ID_RE.match(job["jobId"]) or ".." in job["jobId"]:
+            log.warning("enqueue: skipping %s: %r is not a valid jobId (letters, digits, '.', '_', '-')",
+                        src, job["jobId"])
+            skipped += 1
+            continue
+        payloads.append(dumps(job))
+    if dry_run:
+        for p in payloads:
+            click.echo(p.decode())
+        return 1 if skipped else 0
+    client = make_client(url)
+    try:
+        for i in range(0, len(payloads), D.ENQUEUE_BATCH):
+            client.rpush(keys.jobs, *payloads[i:i + D.ENQUEUE_BATCH])
+    except CONNECTION_ERRORS as exc:
+        raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
+    log.info("enqueue: pushed %d job(s) to %s", len(payloads), keys.jobs)
+    return 1 if skipped else 0
+
+
+# ------------------------------------------------------------------------ status
+
+
+@click.command()
+@redis_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def status(url, keys, as_json):
+    """Show the queue: the four list lengths, scheduled retries, and the workers with their in-flight jobs."""
+    proto = Protocol(make_client(url), keys)
+    try:
+        lengths = proto.lengths()
+        scheduled = proto.scheduled_retries()
+        workers = proto.workers()
+    except CONNECTION_ERRORS as exc:
+        raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
+    except redis.exceptions.ResponseError as exc:
+        raise click.ClickException(f"Redis refused: {exc}") from None
+    now = time.time() * 1000
+    rows = [{
+        "id": w.worker_id,
+        "alive": w.alive,
+        "state": w.fields.get("state", "dead") if w.alive else "dead",
+        "inFlight": w.in_flight,
+        "backend": w.fields.get("backend", ""),
+        "concurrency": int(w.fields.get("concurrency", 0) or 0),
+        "lastBeatAgoMs": int(now - int(w.fields["beat"])) if "beat" in w.fields else None,
+    } for w in workers]
+    if as_json:
+        click.echo(json.dumps({"lists": {keys.lists[k]: n for k, n in lengths.items()},
+                               "retryScheduled": scheduled, "workers": rows}))
+        return 0
+    for name, n in lengths.items():
+        click.echo(f"{keys.lists[name]:<24} {n}")
+    click.echo(f"{keys.retry_schedule:<24} {scheduled}")
+    live = sum(r["alive"] for r in rows)
+    click.echo(f"workers: {live} live, {len(rows) - live} dead (awaiting recovery)")
+    for r in rows:
+        beat = f"{r['lastBeatAgoMs'] / 1000:.1f} s ago" if r["lastBeatAgoMs"] is not None else "-"
+        click.echo(f"  {r['id']:<40} {r['state']:<9} in flight {r['inFlight']:<4} "
+                   f"{r['backend'] or '-':<5} beat {beat}")
+    return 0
+
+
+COMMANDS = [queue, enqueue, status]

@@ -1,0 +1,264 @@
+"""Queue jobs: parsing and validating the upload server's JSON, and the entries written back.
+
+A job as the upload server makes it::
+
+    {"jobId": "...", "inputPath": "/abs/...", "outputDir": "/abs/.../processed",
+     "operations": ["thumbnail", "blur", "low-quality"], "timestamp": 1737158400000,
+     "retryCount": 0}
+
+plus an optional ``options`` object.  Unknown fields are kept, and come back
+in the ``image:done`` / ``image:failed`` entries and in retried jobs.
+``timestamp`` and ``retryCount`` may be left out (hand-pushed jobs; the retry
+count is then 0) but are refused when present with the wrong type.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from ..errors import ImgtoolError, InvalidJob, PathNotAllowed
+from ..ops import OPERATIONS, Settings, output_name
+from .defaults import ALLOW_ROOTS_ENV, FAILED_PAYLOAD_EXCERPT, MAX_PATH_LENGTH, MAX_PAYLOAD_BYTES
+
+# SPEC: a jobId is a plain file name; with no "..", so it can never climb out
+# of outputDir once "_<operation>.webp" is appended.
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+REQUIRED_FIELDS = ("jobId", "inputPath", "outputDir", "operations")
+
+
+@dataclass
+class Job:
+    """A valid job, ready for the pipeline."""
+
+    raw: bytes  # the payload exactly as taken: the in-flight list holds these bytes
+    data: dict  # the parsed object, unknown fields and all
+    job_id: str
+    input_path: str  # as the producer wrote them
+    output_dir: str
+    operations: tuple[str, ...]
+    retry_count: int
+    settings: Settings
+    src: Path  # inputPath and outputDir with symlinks resolved: what is opened
+    out_dir: Path
+
+    def output_paths(self) -> dict[str, str]:
+        """Each output under outputDir as the producer named it (the convention)."""
+        return {op: os.path.join(self.output_dir, output_name(self.job_id, op)) for op in self.operations}
+
+
+# --------------------------------------------------------------------------- roots
+
+
+class AllowRoots:
+    """The folders jobs may read from and write to, compared after symlinks are resolved."""
+
+    def __init__(self, roots: Iterable[str | os.PathLike] | None):
+        self.roots = tuple(os.path.realpath(os.fspath(r)) for r in (roots or ()))
+        for root in self.roots:
+            if not os.path.isdir(root):
+                raise ValueError(f"allowed root {root} is not a folder")
+
+    @classmethod
+    def from_options(cls, roots: Sequence[str], env: Mapping[str, str] | None = None) -> "AllowRoots":
+        """``--allow-root`` when given, else ``IMGTOOL_ALLOW_ROOTS`` (os.pathsep-separated)."""
+        env = os.environ if env is None else env
+        if not roots:
+            roots = [r for r in env.get(ALLOW_ROOTS_ENV, "").split(os.pathsep) if r]
+        return cls(roots)
+
+    def __bool__(self) -> bool:
+        return bool(self.roots)
+
+    def resolve(self, path: str, field: str) -> Path:
+        """``path`` with symlinks resolved; PathNotAllowed when it lands outside every root."""
+        real = os.path.realpath(path)
+        if self.roots and not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots):
+            raise PathNotAllowed(f"{field} resolves to {real}, outside the allowed roots "
+                                 f"({os.pathsep.join(self.roots)})", path)
+        return Path(real)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
+    """The JSON object in ``raw``; InvalidJob when it is too large, not UTF-8, not JSON or no object."""
+    if len(raw) > max_bytes:
+        raise InvalidJob(f"payload is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJob(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise InvalidJob(f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidJob("payload is JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidJob(f"payload must be a JSON object, not {_kind(data)}")
+    return data
+
+
+def _refuse_constant(name: str):
+    raise InvalidJob(f"payload holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidJob(f"payload holds the number {text}, too large for a float")
+    return value
+
+
+def parse(raw: bytes, base: Settings, roots: AllowRoots, max_bytes: int = MAX_PAYLOAD_BYTES) -> Job:
+    """Validate ``raw`` into a Job.  Raises InvalidJob or PathNotAllowed (both permanent)."""
+    data = load(raw, max_bytes)
+    return validate(raw, data, base, roots)
+
+
+def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
+    missing = [f for f in REQUIRED_FIELDS if f not in data]
+    if missing:
+        raise InvalidJob(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    job_id = _job_id(data["jobId"])
+    input_path = _abs_path("inputPath", data["inputPath"])
+    output_dir = _abs_path("outputDir", data["outputDir"])
+    operations = _operations(data["operations"], base)
+    retry_count = _retry_count(data)
+    if "timestamp" in data:
+        ts = data["timestamp"]
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts < 0:
+            raise InvalidJob(f"timestamp must be a non-negative number (ms), not {_show(ts)}")
+    options = data.get("options")
+    settings = base.with_job_options(options).replace(ops=operations)
+    src = roots.resolve(input_path, "inputPath")
+    out_dir = roots.resolve(output_dir, "outputDir")
+    outputs = {out_dir / output_name(job_id, op) for op in operations}
+    if src in outputs:
+        raise InvalidJob("inputPath is one of the job's own outputs", input_path)
+    return Job(raw, data, job_id, input_path, output_dir, operations, retry_count, settings, src, out_dir)
+
+
+def _job_id(value) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob(f"jobId must be a string, not {_kind(value)}")
+    if ".." in value or not JOB_ID_RE.match(value):
+        raise InvalidJob(f"jobId {_show(value)} is not a plain file name "
+                         "(letters, digits, '.', '_', '-'; up to 200; no '..')")
+    return value
+
+
+def _abs_path(field: str, value) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob(f"{field} must be a string, not {_kind(value)}")
+    if not value:
+        raise InvalidJob(f"{field} is empty")
+    if "\0" in value:
+        raise InvalidJob(f"{field} contains a NUL character")
+    if len(value) > MAX_PATH_LENGTH:
+        raise InvalidJob(f"{field} is {len(value)} characters, over {MAX_PATH_LENGTH}")
+    if not os.path.isabs(value):
+        raise InvalidJob(f"{field} {_show(value)} is not an absolute path")
+    return value
+
+
+def _operations(value, base: Settings) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InvalidJob(f"operations must be a list, not {_kind(value)}")
+    if not value:
+        raise InvalidJob("operations is empty")
+    ops = []
+    for op in value:
+        if not isinstance(op, str):
+            raise InvalidJob(f"operations holds {_kind(op)}, not an operation name")
+        if op not in OPERATIONS:
+            raise InvalidJob(f"unknown operation {_show(op)} (known: {', '.join(OPERATIONS)})")
+        if op not in base.ops:
+            raise InvalidJob(f"operation {op!r} is not enabled on this worker (--ops {','.join(base.ops)})")
+        if op in ops:
+            raise InvalidJob(f"operation {op!r} is named twice")
+        ops.append(op)
+    return tuple(ops)
+
+
+def _retry_count(data: dict) -> int:
+    value = data.get("retryCount", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidJob(f"retryCount must be a non-negative integer, not {_show(value)}")
+    return value
+
+
+def retry_count_of(data: dict | None) -> int:
+    """The job's retry count when it has a usable one, else 0 (for failed entries)."""
+    value = (data or {}).get("retryCount", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _show(value, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=True) if not isinstance(value, (dict, list)) else _kind(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def dumps(obj) -> bytes:
+    """Compact JSON, as JSON.stringify writes it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def done_entry(job: Job, outputs: Mapping[str, str], duration_ms: float, worker: str) -> bytes:
+    entry = dict(job.data)
+    entry.update(status="done", outputs=dict(outputs), durationMs=round(duration_ms, 1),
+                 finishedAt=now_ms(), worker=worker)
+    return dumps(entry)
+
+
+def failed_entry(raw: bytes, data: dict | None, error: ImgtoolError | Mapping, worker: str,
+                 retry_count: int | None = None) -> bytes:
+    """The job (or the raw payload when it is no JSON object) plus the failure."""
+    if data is not None:
+        entry = dict(data)
+    else:
+        text = raw.decode("utf-8", "replace")
+        entry = {"payload": text[:FAILED_PAYLOAD_EXCERPT]}
+        if len(text) > FAILED_PAYLOAD_EXCERPT:
+            entry.update(payloadTruncated=True, payloadBytes=len(raw))
+    err = {"type": error.code, "message": str(error)} if isinstance(error, ImgtoolError) else dict(error)
+    entry.update(status="failed", error=err, failedAt=now_ms(),
+                 retryCount=retry_count_of(data) if retry_count is None else retry_count, worker=worker)
+    return dumps(entry)
+
+
+def retry_payload(job: Job) -> bytes:
+    """The job as it goes back to the queue: the same fields, retryCount one higher."""
+    data = dict(job.data)
+    data["retryCount"] = job.retry_count + 1
+    return dumps(data)
+
+
+def try_load(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict | None:
+    """The job object when ``raw`` holds one, else None (for failed entries)."""
+    try:
+        return load(raw, max_bytes)
+    except InvalidJob:
+        return None
