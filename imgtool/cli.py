@@ -38,7 +38,33 @@ def setup_logging(verbosity: int) -> None:
     root.propagate = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command's module, imported only when that command runs (or help lists
+# it), so that `imgtool process` does not pay for redis, watchdog and the rest.
+LAZY_COMMANDS = {
+    "process": "imgtool.commands.process",
+    "watch": "imgtool.commands.watch",
+    "queue": "imgtool.commands.queue",
+    "enqueue": "imgtool.commands.queue",
+    "status": "imgtool.commands.queue",
+    "completion": "imgtool.completion",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS and name not in self.commands:
+            import importlib
+
+            module = importlib.import_module(LAZY_COMMANDS[name])
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="imgtool")
 @click.option("-v", "--verbose", count=True, help="More output; tracebacks for errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
@@ -54,18 +80,6 @@ def cli(ctx, verbose, quiet):
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = -1 if quiet and not verbose else verbose
     setup_logging(ctx.obj["verbose"])
-
-
-def _register() -> None:
-    from . import completion
-    from .commands import process, queue, watch
-
-    for module in (process, watch, queue, completion):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv=None) -> None:

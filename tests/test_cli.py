@@ -156,6 +156,19 @@ def test_colliding_job_ids_are_reported_not_overwritten(tmp_path):
     assert "would overwrite" in r.stderr
 
 
+def test_two_folders_mirrored_into_one_output_collide_once(tmp_path):
+    photo(tmp_path / "a" / "x.jpg", 40, 40, seed=1)
+    photo(tmp_path / "b" / "x.jpg", 60, 60, seed=2)
+    photo(tmp_path / "b" / "y.jpg", 60, 60, seed=3)
+    r = run("process", tmp_path / "a", tmp_path / "b", tmp_path / "a", "-o", tmp_path / "out", "--backend", "cpu")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "b/x.jpg" in errors[0] and "would overwrite" in errors[0]
+    assert "2 done" in r.stderr
+    with Image.open(tmp_path / "out" / "x_blur.webp") as im:
+        assert im.size == (40, 40)
+
+
 def test_ctrl_c_stops_within_a_second_and_leaves_no_partial_file(tmp_path):
     for i in range(40):
         photo(tmp_path / f"big{i}.png", 1600, 1200, seed=i)

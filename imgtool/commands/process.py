@@ -21,26 +21,39 @@ log = logging.getLogger("imgtool")
 
 
 def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list) -> Iterator[Task]:
-    """One task per input, in argument order; folders walked, duplicates dropped."""
-    seen_inputs: set[Path] = set()
-    seen_outputs: dict[tuple[Path, str], Path] = {}
+    """One task per input, in argument order; folders walked, duplicates dropped.
+
+    Two inputs whose outputs would have the same names (``a.jpg`` and
+    ``a.png`` side by side, or two folders mirrored into one ``-o``) are a
+    collision: the second is reported, never written over the first.  Memory
+    stays flat on huge folders: names are remembered per output folder only
+    while that folder is being filled, except across several arguments, which
+    may meet in the same folder.
+    """
+    several = len(paths) > 1
+    seen_inputs: set[str] = set()
+    seen: dict[str, dict[str, str]] = {}  # output folder -> jobId -> first input
     for arg in paths:
         sources = [(arg, arg.parent)] if not arg.is_dir() else ((p, arg) for p in walk(arg))
         for src, base in sources:
-            key = src.resolve()
-            if key in seen_inputs:
-                continue
-            seen_inputs.add(key)
+            if several:
+                key = str(src.resolve())
+                if key in seen_inputs:
+                    continue
+                seen_inputs.add(key)
             if output is None:
                 out_dir = default_out_dir(src)
             else:
                 out_dir = output / src.parent.relative_to(base) if base != src.parent else output
             task = Task(src, out_dir)
-            slot = (out_dir.resolve(), task.job_id)
-            if slot in seen_outputs:
-                collisions.append((task, seen_outputs[slot]))
+            folder = str(out_dir)
+            if not several and folder not in seen:
+                seen.clear()  # a walk fills one output folder after another
+            names = seen.setdefault(folder, {})
+            if task.job_id in names:
+                collisions.append((task, names[task.job_id]))
                 continue
-            seen_outputs[slot] = src
+            names[task.job_id] = str(src)
             yield task
 
 
@@ -108,7 +121,6 @@ def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
-    total = counts["done"] + counts["failed"]
     rate = counts["done"] / seconds if seconds > 0 else 0.0
     click.echo(
         f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
@@ -116,7 +128,6 @@ def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
         err=True,
     )
     pipe.close()
-    del total
     return 1 if counts["failed"] else 0
 
 
