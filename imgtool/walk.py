@@ -30,14 +30,34 @@ def is_candidate(path: Path) -> bool:
 
 
 def walk(root: Path) -> Iterator[Path]:
-    """Candidate images under ``root``, sorted, skipping processed/ and hidden folders."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d for d in dirnames if d != PROCESSED_DIR and not d.startswith(".")
-        )
-        for name in sorted(filenames):
-            if not is_ignored_name(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(dirpath) / name
+    """Candidate images under ``root``, skipping processed/ and hidden folders.
+
+    Folders go in name order; inside one, the largest files come first, so
+    that with several workers the last image to finish is a small one (the
+    longest-first rule) instead of a big one running alone at the end.
+    """
+    stack = [Path(root)]
+    while stack:
+        folder = stack.pop()
+        files, subdirs = [], []
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):  # as os.walk: no loops
+                            if entry.name != PROCESSED_DIR and not entry.name.startswith("."):
+                                subdirs.append(entry.name)
+                        elif not is_ignored_name(entry.name) and (
+                            os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                        ):
+                            files.append((-entry.stat().st_size, entry.name))
+                    except OSError:
+                        files.append((0, entry.name))  # let the pipeline name the problem
+        except OSError:
+            continue
+        for _size, name in sorted(files):
+            yield folder / name
+        stack.extend(folder / d for d in sorted(subdirs, reverse=True))
 
 
 def default_out_dir(src: Path) -> Path:

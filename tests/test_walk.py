@@ -23,3 +23,11 @@ def test_is_candidate():
     assert not is_candidate(Path("/u/1/x_thumbnail.webp"))
     assert not is_candidate(Path("/u/1/.x.jpg"))
     assert not is_candidate(Path("/u/1/x.jpg.part"))
+
+
+def test_largest_files_first_within_a_folder(tmp_path):
+    for name, size in [("a.jpg", 10), ("b.jpg", 300), ("c.jpg", 20), ("d.jpg", 300)]:
+        (tmp_path / name).write_bytes(b"x" * size)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "e.jpg").write_bytes(b"x" * 999)
+    assert [p.name for p in walk(tmp_path)] == ["b.jpg", "d.jpg", "c.jpg", "a.jpg", "e.jpg"]
