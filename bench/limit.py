@@ -19,14 +19,14 @@ times give the same sum through Pillow, reported beside it.
 from __future__ import annotations
 
 import ctypes
-import glob
 import io
 import json
-import os
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from imgtool.webp import load_libwebp
 
 from . import EFFORT, OPERATIONS, QUALITY
 
@@ -52,32 +52,13 @@ def phases(timings: list[dict]) -> dict[str, float]:
     return dict(out)
 
 
-def _libwebp():
-    import PIL
-
-    libs = os.path.join(os.path.dirname(os.path.dirname(PIL.__file__)), "pillow.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "libwebp-*.so*"))) + ["libwebp.so.7"]:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("WebPEncodeRGB", "WebPEncodeRGBA"):
-            fn = getattr(lib, name)
-            fn.restype = ctypes.c_size_t
-            fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                           ctypes.c_float, ctypes.POINTER(ctypes.c_void_p)]
-        lib.WebPFree.argtypes = [ctypes.c_void_p]
-        return lib
-    return None
-
-
 def main(argv: list[str]) -> int:
     from PIL import Image, ImageOps
 
     from .peers import pillow_derivative
 
     list_file, timings_file = argv[:2]
-    lib = _libwebp() if EFFORT == 4 else None  # the simple API's method is 4
+    lib = load_libwebp() if EFFORT == 4 else None  # the simple API's method is 4
     timings = []
     for src, _rel in json.loads(Path(list_file).read_text()):
         t: dict = {"file": src, "encoder": "libwebp simple API" if lib else "Pillow save"}

@@ -13,12 +13,16 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
 from PIL import Image, ImageChops, ImageCms
 
 from . import webp
+from .pixels import Pixels
+
+if TYPE_CHECKING:  # numpy is imported where it is used, off the hot path
+    import numpy as np
+
 from .errors import (
     CorruptImage,
     ImageTooLarge,
@@ -140,6 +144,8 @@ def decode(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     is decoded.  Every failure is an :class:`ImgtoolError` naming the file and
     the reason.  The array may be read-only.
     """
+    import numpy as np
+
     return np.asarray(decode_image(path, max_pixels))
 
 
@@ -163,15 +169,17 @@ def decode_image(path: str | os.PathLike, max_pixels: int) -> Image.Image:
 
 
 def encode_webp(
-    img: np.ndarray | Image.Image, quality: int, effort: int, lossless: bool
+    img: np.ndarray | Image.Image | Pixels, quality: int, effort: int, lossless: bool
 ) -> bytes:
     """WebP bytes of ``img`` (uint8 RGB or straight-alpha RGBA), with no metadata.
 
     Lossless keeps the colour of fully transparent pixels too (``exact``), so
     the file holds exactly the computed pixels.
     """
-    if isinstance(img, np.ndarray):
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
+    if isinstance(img, Pixels):
+        w, h = img.width, img.height
+    elif webp._is_ndarray(img):
+        if img.dtype.name != "uint8" or img.ndim != 3 or img.shape[2] not in (3, 4):
             raise ValueError(f"expected a uint8 (h, w, 3|4) array, not {img.dtype} {img.shape}")
         h, w = img.shape[:2]
     elif img.mode not in ("RGB", "RGBA"):
@@ -183,7 +191,9 @@ def encode_webp(
     fast = webp.encode_simple(img, quality, effort, lossless)
     if fast is not None:
         return fast
-    if isinstance(img, np.ndarray):
+    if isinstance(img, Pixels):
+        img = img.to_image()
+    elif webp._is_ndarray(img):
         img = Image.fromarray(img)
     buf = io.BytesIO()
     # Pillow's WebP writer takes metadata only from these arguments, never from
@@ -603,6 +613,8 @@ def _deep_gray_to_8bit(im: Image.Image) -> Image.Image:
     what Pillow makes of them), so 65535 is white; float samples as 0.0-1.0.
     A 16-bit colour key (PNG tRNS) becomes an alpha channel.
     """
+    import numpy as np
+
     a = np.asarray(im)
     if im.mode == "F":
         scaled = np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) * 255.0
@@ -653,6 +665,8 @@ def _icc_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
 
 def _is_identity(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
     """True when ``transform`` moves no colour of a 17x17x17 grid by more than 1 level."""
+    import numpy as np
+
     levels = np.linspace(0, 255, 17).round().astype(np.uint8)
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(1, -1, 3)
     if mode == "RGBA":

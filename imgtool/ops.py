@@ -18,6 +18,11 @@ OPERATIONS = (THUMBNAIL, BLUR, LOW_QUALITY)
 DEFAULT_QUALITY = {THUMBNAIL: 80, BLUR: 80, LOW_QUALITY: 30}
 DEFAULT_THUMB_WIDTH = 256
 MAX_THUMB_WIDTH = 8192
+# The thumbnail is Pillow's resize(..., LANCZOS, reducing_gap=3.0): an integer
+# box reduce by int(in / out / 3) per axis first, then Lanczos-3 over the
+# reduced image with a fractional box (about 3x cheaper, >= 44 dB against a
+# plain Lanczos on photos and a zone plate).  Both backends use it.
+THUMBNAIL_REDUCING_GAP = 3.0
 MAX_BLUR_SIGMA = 50.0
 DEFAULT_EFFORT = 4
 DEFAULT_MAX_PIXELS = 120_000_000

@@ -16,15 +16,15 @@ import ctypes.util
 import functools
 import glob
 import os
-
-import numpy as np
+import sys
 
 # The simple API's method (WebPConfigPreset's default); other efforts go through Pillow.
 SIMPLE_API_EFFORT = 4
 
 
 @functools.lru_cache(maxsize=1)
-def _lib():
+def load_libwebp():
+    """libwebp through ctypes (WebPEncodeRGB/RGBA and WebPFree typed), or None."""
     candidates = []
     try:
         import PIL
@@ -52,21 +52,45 @@ def _lib():
     return None
 
 
+def _is_ndarray(obj) -> bool:
+    # Without importing numpy: if it was never imported, obj is no array.
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, np.ndarray)
+
+
 def available() -> bool:
-    return _lib() is not None
+    return load_libwebp() is not None
 
 
 def encode_simple(img, quality: int, effort: int, lossless: bool) -> bytes | None:
-    """WebP bytes of an RGB/RGBA PIL image or uint8 (h, w, 3|4) array; None where this path does not apply.
+    """WebP bytes of an RGB/RGBA PIL image, Pixels, or uint8 (h, w, 3|4) array.
 
-    An array whose rows are contiguous is read in place, without a copy.
+    None where this path does not apply.  Pixels and arrays whose rows are
+    contiguous are read in place, without a copy.
     """
     if lossless or effort != SIMPLE_API_EFFORT:
         return None
-    lib = _lib()
+    lib = load_libwebp()
     if lib is None:
         return None
-    if isinstance(img, np.ndarray):
+    from .pixels import Pixels
+
+    # ``img`` stays referenced until the call returns, so the memory ``data``
+    # points into lives that long.
+    if isinstance(img, Pixels):
+        width, height, channels = img.width, img.height, img.channels
+        stride = width * channels
+        buf = img.data
+        if isinstance(buf, bytes):
+            data = buf
+        else:
+            try:
+                data = (ctypes.c_char * len(buf)).from_buffer(buf)
+            except TypeError:  # a read-only buffer
+                data = bytes(buf)
+    elif _is_ndarray(img):
+        import numpy as np
+
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
             return None
         if img.strides[2] != 1 or img.strides[1] != img.shape[2]:

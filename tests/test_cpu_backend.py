@@ -9,7 +9,7 @@ from PIL import Image
 from imgtool import webp
 from imgtool.backends import cpu
 from imgtool.backends.cpu import CpuBackend, _blur121_numpy, _gaussian, premultiply, unpremultiply
-from imgtool.ops import Settings, output_size
+from imgtool.ops import THUMBNAIL_REDUCING_GAP, Settings, output_size
 
 SIZES = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 3), (3, 5), (17, 33), (64, 31), (5, 300), (129, 7)]
 
@@ -77,10 +77,39 @@ def test_apply_image_matches_array_methods(c):
         assert np.array_equal(np.asarray(out["low-quality"]), b.halfsize(a))
 
 
-def test_thumbnail_is_pillow_lanczos():
-    a = _image(333, 517, 4)
-    ref = np.asarray(Image.fromarray(a).resize((256, 165), Image.Resampling.LANCZOS))
-    assert np.array_equal(CpuBackend().thumbnail(a, 256, 165), ref)
+@pytest.mark.parametrize("c", [3, 4])
+@pytest.mark.parametrize(
+    "h, w, th, tw", [(333, 517, 165, 256), (1000, 1543, 99, 153), (61, 101, 4, 9), (700, 40, 97, 40)]
+)
+def test_thumbnail_is_pillow_lanczos_with_reducing_gap(h, w, th, tw, c):
+    # The contract: Image.resize(LANCZOS, reducing_gap=3.0), alpha premultiplied by Pillow.
+    assert THUMBNAIL_REDUCING_GAP == 3.0
+    a = _image(h, w, c)
+    ref = np.asarray(Image.fromarray(a).resize((tw, th), Image.Resampling.LANCZOS, reducing_gap=3.0))
+    assert np.array_equal(CpuBackend().thumbnail(a, tw, th), ref)
+
+
+def test_thumbnail_reduces_first_where_the_scale_allows():
+    # 1543 / 153 / 3 = 3.36: a reduce by 3 first, so not plain Lanczos (but close to it).
+    a = _image(1000, 1543, 3)
+    plain = np.asarray(Image.fromarray(a).resize((153, 99), Image.Resampling.LANCZOS))
+    assert not np.array_equal(CpuBackend().thumbnail(a, 153, 99), plain)
+    # Under a third of the scale again no reduce happens: plain Lanczos exactly.
+    a = _image(333, 517, 3)
+    plain = np.asarray(Image.fromarray(a).resize((256, 165), Image.Resampling.LANCZOS))
+    assert np.array_equal(CpuBackend().thumbnail(a, 256, 165), plain)
+
+
+@pytest.mark.parametrize("c", [3, 4])
+@pytest.mark.parametrize("h, w", [(300, 256), (200, 100), (1, 1)])
+def test_thumbnail_never_upscales(h, w, c):
+    # An input no wider than the thumbnail keeps its size and its pixels.
+    a = _image(h, w, c)
+    s = Settings(ops=("thumbnail",))
+    assert output_size("thumbnail", w, h, s) == (w, h)
+    assert np.array_equal(np.asarray(CpuBackend().apply(a, s)["thumbnail"]), a)
+    out = CpuBackend().apply_image(Image.fromarray(a), s)["thumbnail"]
+    assert np.array_equal(out.to_array() if hasattr(out, "to_array") else np.asarray(out), a)
 
 
 @pytest.mark.parametrize("c", [3, 4])

@@ -22,8 +22,8 @@ from helpers import assert_image_close
 from imgtool import kernels
 from imgtool.backends import cuda as cuda_backend
 from imgtool.backends.cpu import CpuBackend
-from imgtool.backends.cuda import CudaBackend, kernel_source, module_defines
-from imgtool.backends.filters import lanczos_coefficients
+from imgtool.backends.cuda import CudaBackend, kernel_source, module_defines, thumbnail_stages
+from imgtool.backends.filters import lanczos_coefficients, reduce_factors, reduce_multiplier
 from imgtool.errors import BackendUnavailable
 from imgtool.ops import Settings, blur_radius
 
@@ -99,9 +99,14 @@ def teardown_module():
 # ---- thumbnail (resample.cu) -------------------------------------------------
 
 
-@pytest.mark.parametrize("in_size, out_size", [(1, 1), (1, 5), (5, 1), (4032, 256), (256, 4032), (97, 13), (13, 97)])
-def test_lanczos_coefficients(in_size, out_size):
-    bounds, coeffs, ksize = lanczos_coefficients(in_size, out_size)
+# (in_size, out_size, box): the box a reduce by 5 of 4032 leaves is 0..806.4 of 807.
+@pytest.mark.parametrize(
+    "in_size, out_size, box",
+    [(1, 1, None), (1, 5, None), (5, 1, None), (4032, 256, None), (256, 4032, None), (97, 13, None), (13, 97, None),
+     (807, 256, (0.0, 4032 / 5)), (34, 3, (0.0, 101 / 3)), (20, 7, (0.5, 19.25))],
+)
+def test_lanczos_coefficients(in_size, out_size, box):
+    bounds, coeffs, ksize = lanczos_coefficients(in_size, out_size, *(box or ()))
     assert bounds.shape == (out_size, 2) and coeffs.shape == (out_size, ksize)
     assert bounds.dtype == coeffs.dtype == np.int32 and not coeffs.flags.writeable
     first, count = bounds[:, 0], bounds[:, 1]
@@ -110,6 +115,80 @@ def test_lanczos_coefficients(in_size, out_size):
     sums = coeffs.astype(np.int64).sum(axis=1)
     assert (np.abs(sums - (1 << 22)) <= count).all()
     assert not coeffs[np.arange(ksize)[None, :] >= count[:, None]].any()  # zero past count
+
+
+def test_lanczos_coefficients_box_is_float32_and_cached():
+    # Pillow parses the box as C floats: any double that rounds to the same float is the same box.
+    a = lanczos_coefficients(807, 256, 0.0, 4032 / 5)
+    assert lanczos_coefficients(807, 256, 0, float(np.float32(4032 / 5))) is a
+    assert lanczos_coefficients(807, 256) is not a  # 0..807 is another box
+    assert lanczos_coefficients(97, 13, 0.0, 97.0) is lanczos_coefficients(97, 13)
+    for bad in ((-0.5, 10.0), (0.0, 97.5), (5.0, 4.0), (0.0, float("nan"))):
+        with pytest.raises(ValueError):
+            lanczos_coefficients(97, 13, *bad)
+    with pytest.raises(TypeError):
+        lanczos_coefficients(97, 13, True)
+
+
+def test_reduce_multiplier_is_pillows():
+    # Powers of two are Pillow's exact shifts (2x2: >> 2); others round down from 2**32 / (256 n).
+    assert reduce_multiplier(1) == 1 << 24 and reduce_multiplier(4) == 1 << 22 and reduce_multiplier(16) == 1 << 20
+    for n in (3, 5, 6, 7, 9, 15, 25, 233 * 3):
+        m = reduce_multiplier(n)
+        assert abs(m - 2**32 / (256 * n)) <= 1 + 2**32 / (256 * n) * 2**-23  # float32, then truncated
+        assert ((255 * n + n // 2) * m) >> 24 == 255  # an all-white block stays white, below 2**32
+
+
+# (w, h, thumbnail w, h, the reduce factors Pillow picks): unequal factors, a
+# factor of 1 on one axis, sizes that are not a multiple of the factor (partial
+# last column/row/corner), Pillow's special cases 2x2..5x5, 1xN and Nx1, a
+# reduce followed by one pass only, and a very large factor.
+REDUCE_CASES = [
+    (101, 61, 9, 4, (3, 5)),
+    (64, 53, 20, 3, (1, 5)),
+    (97, 40, 5, 13, (6, 1)),
+    (40, 90, 40, 7, (1, 4)),  # reduce, then the vertical pass only
+    (91, 33, 11, 33, (2, 1)),  # reduce, then the horizontal pass only
+    (61, 47, 10, 7, (2, 2)),
+    (100, 100, 11, 11, (3, 3)),
+    (125, 125, 10, 10, (4, 4)),
+    (151, 151, 10, 10, (5, 5)),
+    (30, 61, 20, 10, (1, 2)),
+    (61, 30, 10, 20, (2, 1)),
+    (30, 91, 20, 10, (1, 3)),
+    (91, 30, 10, 20, (3, 1)),
+    (96, 96, 16, 16, (2, 2)),  # a multiple of the factor: no partial blocks
+    (3 * (2 * BX + 1) + 2, 4 * (2 * BY + 1) + 3, 2 * BX + 1, 2 * BY + 1, (1, 1)),  # 3.03 / 3: no reduce
+    (4 * (2 * BX + 1) + 2, 4 * (2 * BY + 1) + 3, 2 * BX + 1, BY + 1, (1, 2)),
+    (700, 9, 1, 1, (233, 3)),
+]
+
+
+@pytest.mark.parametrize("w, h, tw, th, factors", REDUCE_CASES, ids=lambda v: str(v).replace(" ", ""))
+def test_reduce_cases_exercise_what_they_say(w, h, tw, th, factors):
+    assert reduce_factors(w, h, tw, th) == factors
+    stages = thumbnail_stages(w, h, tw, th)
+    if factors != (1, 1):
+        assert stages[0] == ("reduce", *factors)
+    passes = [s[0] for s in stages if s[0] != "reduce"]
+    assert sorted(passes) == (["h"] if tw != w else []) + (["v"] if th != h else [])
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("w, h, tw, th, factors", REDUCE_CASES, ids=lambda v: str(v).replace(" ", ""))
+def test_thumbnail_reduce_matches_cpu(kernel_backend, cpu, w, h, tw, th, factors, channels):
+    img = make_image(w, h, channels, seed=w * 1000 + h)
+    assert_image_close(
+        kernel_backend.thumbnail(img, tw, th), cpu.thumbnail(img, tw, th), TOLERANCE,
+        f"thumbnail {w}x{h}x{channels} -> {tw}x{th} (reduce {factors})",
+    )
+
+
+def test_thumbnail_reduce_of_white_stays_white(kernel_backend, cpu):
+    # Large blocks of 255 (the largest sums), and opaque RGBA through premultiplication.
+    img = np.full((300, 700, 4), 255, np.uint8)
+    out = kernel_backend.thumbnail(img, 3, 2)
+    assert np.array_equal(out, cpu.thumbnail(img, 3, 2)) and (out == 255).all()
 
 
 def _thumb_targets(w: int, h: int) -> list[tuple[int, int]]:
@@ -222,7 +301,7 @@ def test_apply_runs_only_the_requested_operations(kernel_backend, cpu):
 
 # ---- PTX ---------------------------------------------------------------------
 
-KERNEL_FILES = {"resample.cu": ["resample_h", "resample_v"], "blur.cu": ["box121", "gauss_h", "gauss_v"],
+KERNEL_FILES = {"resample.cu": ["reduce_box", "resample_h", "resample_v"], "blur.cu": ["box121", "gauss_h", "gauss_v"],
                 "downscale.cu": ["halfsize"]}
 
 

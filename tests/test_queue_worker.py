@@ -24,8 +24,10 @@ from PIL import Image
 
 from conftest import RedisServer, free_port
 from imagegen import photo
+from imgtool.ops import job_id_for
 from imgtool.queue.keys import Keys
 from imgtool.queue.protocol import Protocol
+from imgtool.walk import walk
 
 K = Keys()
 OPS = ["thumbnail", "blur", "low-quality"]
@@ -608,7 +610,9 @@ def test_enqueue_and_status(redis_server, workers, tmp_path):
     assert res.returncode == 0, res.stderr
     raw = r.lrange(K.jobs, 0, -1)
     jobs_ = [json.loads(x) for x in raw]
-    assert [j["jobId"] for j in jobs_] == ["a1b2-cat", "c3d4-dog"]
+    # One job per image, in the order the folder walk gives (largest first).
+    assert [j["jobId"] for j in jobs_] == [job_id_for(p) for p in walk(user)]
+    assert sorted(j["jobId"] for j in jobs_) == ["a1b2-cat", "c3d4-dog"]
     for x, j in zip(raw, jobs_):
         assert list(j) == ["jobId", "inputPath", "outputDir", "operations", "timestamp", "retryCount"]
         assert x == json.dumps(j, separators=(",", ":")).encode()  # as JSON.stringify writes it

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import BackendUnavailable
 from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, Settings, output_size
+
+if TYPE_CHECKING:  # numpy is imported where it is used: it costs start-up
+    import numpy as np
 
 log = logging.getLogger("imgtool")
 
@@ -60,13 +63,26 @@ class Backend:
         The pipeline calls this; the cpu backend overrides it to skip the
         copies into and out of numpy.
         """
-        from PIL import Image
+        import numpy as np
+
+        from ..pixels import Pixels
 
         arrays = self.apply(np.asarray(im), settings)
-        return {op: Image.fromarray(a) for op, a in arrays.items()}
+        return {op: Pixels.from_array(a) for op, a in arrays.items()}
 
     def close(self) -> None:
         pass
+
+
+def _check_pycuda_installed() -> None:
+    """Fail fast, before importing the cuda backend (and numpy), where PyCUDA is absent."""
+    import importlib.util
+    import os
+
+    if os.environ.get("IMGTOOL_CUDA_RUNTIME", "pycuda") == "pycuda" and importlib.util.find_spec("pycuda") is None:
+        raise BackendUnavailable(
+            "PyCUDA is not usable (No module named 'pycuda'); install imgtool[cuda] on a machine with CUDA"
+        )
 
 
 _lock = threading.Lock()
@@ -80,6 +96,7 @@ def get_backend(name: str = "auto") -> Backend:
         raise BackendUnavailable(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     if name in ("auto", "cuda"):
         try:
+            _check_pycuda_installed()
             from .cuda import CudaBackend
 
             backend = CudaBackend()

@@ -3,7 +3,7 @@
  * Pillow has no exact [1 2 1] blur faster than its general 3x3 float filter,
  * which costs a fifth of a photo's whole processing time; these loops do the
  * same integer sums in a few hundredths of it.  Both functions take and give
- * C-contiguous uint8 (h, w, c) buffers, c = 3 or 4 (straight alpha), do the
+ * contiguous buffers of h * w * c bytes, c = 3 or 4 (straight alpha), do the
  * premultiplication of RGBA themselves exactly as Pillow's RGBA <-> RGBa
  * conversions do, and run without the GIL.
  */
@@ -173,98 +173,85 @@ static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, i
     return 0;
 }
 
-static int get_image(PyObject *obj, Py_buffer *view, int writable, const char *what) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND |
-                                          (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->ndim != 3 || view->itemsize != 1 || (view->shape[2] != 3 && view->shape[2] != 4) ||
-        view->shape[0] < 1 || view->shape[1] < 1) {
-        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous uint8 (h, w, 3|4) array", what);
-        PyBuffer_Release(view);
+/* The buffers of src and dst: any contiguous buffers of width * height * channels bytes. */
+static int get_buffers(PyObject *src_obj, PyObject *dst_obj, Py_ssize_t w, Py_ssize_t h, int c,
+                       Py_buffer *src, Py_buffer *dst) {
+    if (w < 1 || h < 1 || (c != 3 && c != 4)) {
+        PyErr_SetString(PyExc_ValueError, "width and height must be >= 1 and channels 3 or 4");
         return -1;
     }
-    return 0;
-}
-
-static int same_shape(Py_buffer *a, Py_buffer *b) {
-    if (a->shape[0] == b->shape[0] && a->shape[1] == b->shape[1] && a->shape[2] == b->shape[2])
-        return 1;
-    PyErr_SetString(PyExc_ValueError, "src and dst must have the same shape");
+    if (PyObject_GetBuffer(src_obj, src, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (PyObject_GetBuffer(dst_obj, dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(src);
+        return -1;
+    }
+    if (src->len != w * h * c || dst->len != w * h * c) {
+        PyErr_SetString(PyExc_ValueError, "src and dst must hold width * height * channels bytes");
+        PyBuffer_Release(src);
+        PyBuffer_Release(dst);
+        return -1;
+    }
     return 0;
 }
 
 static PyObject *py_blur121(PyObject *self, PyObject *args) {
     PyObject *src_obj, *dst_obj;
+    Py_ssize_t w, h;
+    int c, rc;
     Py_buffer src, dst;
-    if (!PyArg_ParseTuple(args, "OO", &src_obj, &dst_obj))
+    if (!PyArg_ParseTuple(args, "OOnni", &src_obj, &dst_obj, &w, &h, &c))
         return NULL;
-    if (get_image(src_obj, &src, 0, "src") < 0)
+    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst) < 0)
         return NULL;
-    if (get_image(dst_obj, &dst, 1, "dst") < 0) {
-        PyBuffer_Release(&src);
-        return NULL;
-    }
-    int rc = 0;
-    if (!same_shape(&src, &dst)) {
-        rc = -2;
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        rc = blur121(src.buf, dst.buf, src.shape[1], src.shape[0], (int)src.shape[2]);
-        Py_END_ALLOW_THREADS
-    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = blur121(src.buf, dst.buf, w, h, c);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
-    if (rc == -1)
-        return PyErr_NoMemory();
     if (rc < 0)
-        return NULL;
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
 static PyObject *py_gaussian(PyObject *self, PyObject *args) {
     PyObject *src_obj, *dst_obj, *taps_obj;
+    Py_ssize_t w, h;
+    int c, rc;
     Py_buffer src, dst, taps;
-    if (!PyArg_ParseTuple(args, "OOO", &src_obj, &dst_obj, &taps_obj))
+    if (!PyArg_ParseTuple(args, "OOnniO", &src_obj, &dst_obj, &w, &h, &c, &taps_obj))
         return NULL;
-    if (get_image(src_obj, &src, 0, "src") < 0)
+    if (PyObject_GetBuffer(taps_obj, &taps, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         return NULL;
-    if (get_image(dst_obj, &dst, 1, "dst") < 0) {
-        PyBuffer_Release(&src);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(taps_obj, &taps, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&src);
-        PyBuffer_Release(&dst);
-        return NULL;
-    }
-    int rc = 0;
     Py_ssize_t ntaps = taps.len / (Py_ssize_t)sizeof(float);
     if (taps.itemsize != 4 || !taps.format || strcmp(taps.format, "f") != 0 || ntaps % 2 != 1) {
         PyErr_SetString(PyExc_ValueError, "taps must be an odd number of float32 values");
-        rc = -2;
-    } else if (!same_shape(&src, &dst)) {
-        rc = -2;
-    } else {
-        int r = (int)(ntaps / 2);
-        Py_BEGIN_ALLOW_THREADS
-        rc = gauss(src.buf, dst.buf, src.shape[1], src.shape[0], (int)src.shape[2], taps.buf, r);
-        Py_END_ALLOW_THREADS
+        PyBuffer_Release(&taps);
+        return NULL;
     }
+    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst) < 0) {
+        PyBuffer_Release(&taps);
+        return NULL;
+    }
+    int r = (int)(ntaps / 2);
+    Py_BEGIN_ALLOW_THREADS
+    rc = gauss(src.buf, dst.buf, w, h, c, taps.buf, r);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
     PyBuffer_Release(&taps);
-    if (rc == -1)
-        return PyErr_NoMemory();
     if (rc < 0)
-        return NULL;
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"blur121", py_blur121, METH_VARARGS,
-     "blur121(src, dst): the [1 2 1] x [1 2 1] / 16 blur, clamped edges, premultiplied alpha."},
+     "blur121(src, dst, width, height, channels): the [1 2 1] x [1 2 1] / 16 blur, clamped edges,\n"
+     "premultiplied alpha; src and dst are contiguous buffers of straight RGB/RGBA pixels."},
     {"gaussian", py_gaussian, METH_VARARGS,
-     "gaussian(src, dst, taps): separable float32 Gaussian, clamped edges, premultiplied alpha."},
+     "gaussian(src, dst, width, height, channels, taps): separable float32 Gaussian (taps: float32\n"
+     "buffer of 2r+1 values), clamped edges, premultiplied alpha."},
     {NULL, NULL, 0, NULL},
 };
 

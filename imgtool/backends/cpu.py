@@ -1,22 +1,28 @@
-"""The cpu backend: the kernels' arithmetic with Pillow's C fast paths, numpy and a little C.
+"""The cpu backend: the kernels' arithmetic with Pillow's C fast paths and a little C.
 
 The pipeline hands it the decoded PIL image (``apply_image``).  The thumbnail
-is Pillow's own Lanczos resampler (the kernels reproduce its arithmetic
+is Pillow's own Lanczos resampler behind its integer reduce
+(``reducing_gap=THUMBNAIL_REDUCING_GAP``; the kernels reproduce its arithmetic
 exactly); the blur runs in the optional C extension ``_cpufast`` when it was
-built, on a numpy view of the image, and otherwise through Pillow and numpy
-with the same results; the placeholder is a nearest-neighbour resize. The
-array methods of the Backend interface wrap the same functions, so the
-kernels' tests compare against exactly what the pipeline runs.
+built, on the image's bytes, and otherwise through Pillow and numpy with the
+same results; the placeholder is a nearest-neighbour resize.  numpy is
+imported only off the hot path (it costs more start-up than some images
+take).  The array methods of the Backend interface wrap the same functions,
+so the kernels' tests compare against exactly what the pipeline runs.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from PIL import Image, ImageFilter
 
-from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, Settings, output_size
+from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size
+from ..pixels import Pixels
 from . import Backend
-from .filters import gaussian_weights
+
+if TYPE_CHECKING:
+    import numpy as np
 
 try:
     from . import _cpufast
@@ -30,30 +36,36 @@ _BOX121 = ImageFilter.Kernel((3, 3), [1, 2, 1, 2, 4, 2, 1, 2, 1], scale=16)
 
 def to_image(img: np.ndarray, mode: str | None = None) -> Image.Image:
     mode = mode or ("RGBA" if img.shape[2] == 4 else "RGB")
-    return Image.frombytes(mode, (img.shape[1], img.shape[0]), np.ascontiguousarray(img).tobytes())
+    return Image.frombytes(mode, (img.shape[1], img.shape[0]), img.tobytes())
+
+
+def as_array(pixels: Image.Image | Pixels) -> np.ndarray:
+    import numpy as np
+
+    return pixels.to_array() if isinstance(pixels, Pixels) else np.asarray(pixels)
 
 
 def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
-    # Pillow premultiplies RGBA itself around its resampler.
-    return im.resize((width, height), Image.Resampling.LANCZOS)
+    # Pillow premultiplies RGBA itself around its reduce and resampler.
+    return im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
 
 
-def blur_array(img: np.ndarray, sigma: float | None, fast=True) -> np.ndarray:
-    """The blur of a uint8 (h, w, 3|4) straight-alpha array."""
+def blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
+    """The blur of an RGB/RGBA image: raw pixels from the C path, else an image."""
     if fast and _cpufast is not None:
-        out = np.empty_like(img)
+        w, h = im.size
+        channels = len(im.mode)
+        src = im.tobytes()
+        dst = bytearray(len(src))
         if sigma is None:
-            _cpufast.blur121(img, out)
+            _cpufast.blur121(src, dst, w, h, channels)
         else:
-            _cpufast.gaussian(img, out, gaussian_weights(sigma))
-        return out
-    return np.asarray(blur_image(to_image(img), sigma, fast=False))
+            from .filters import gaussian_weights
 
+            _cpufast.gaussian(src, dst, w, h, channels, gaussian_weights(sigma))
+        return Pixels(w, h, channels, dst)
+    import numpy as np
 
-def blur_image(im: Image.Image, sigma: float | None, fast=True) -> Image.Image | np.ndarray:
-    """The blur of an RGB/RGBA image: an array from the C path, else an image."""
-    if fast and _cpufast is not None:
-        return blur_array(np.asarray(im), sigma)
     alpha = im.mode == "RGBA"
     src = im.convert("RGBa") if alpha else im
     if sigma is None:
@@ -63,6 +75,11 @@ def blur_image(im: Image.Image, sigma: float | None, fast=True) -> Image.Image |
     return out.convert("RGBA") if alpha else out
 
 
+def blur_array(img: np.ndarray, sigma: float | None, fast: bool = True) -> np.ndarray:
+    """The blur of a uint8 (h, w, 3|4) straight-alpha array."""
+    return as_array(blur_image(to_image(img), sigma, fast))
+
+
 def halfsize_image(im: Image.Image) -> Image.Image:
     w, h = im.size
     ow, oh = max(1, w // 2), max(1, h // 2)
@@ -70,14 +87,16 @@ def halfsize_image(im: Image.Image) -> Image.Image:
         # With the box exactly twice the output, Pillow's nearest neighbour
         # takes source pixel 2x+1, the kernel's choice.
         return im.resize((ow, oh), Image.Resampling.NEAREST, box=(0, 0, 2 * ow, 2 * oh))
+    import numpy as np
+
     a = np.asarray(im)
-    return to_image(a[min(1, h - 1)::2][:oh, min(1, w - 1)::2][:, :ow], im.mode)
+    return to_image(np.ascontiguousarray(a[min(1, h - 1)::2][:oh, min(1, w - 1)::2][:, :ow]), im.mode)
 
 
 class CpuBackend(Backend):
     name = "cpu"
 
-    def apply_image(self, im: Image.Image, settings: Settings) -> dict[str, Image.Image]:
+    def apply_image(self, im: Image.Image, settings: Settings) -> dict[str, Image.Image | Pixels]:
         w, h = im.size
         out = {}
         for op in settings.ops:
@@ -91,26 +110,32 @@ class CpuBackend(Backend):
         return out
 
     def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
-        return np.asarray(thumbnail_image(to_image(img), width, height))
+        return as_array(thumbnail_image(to_image(img), width, height))
 
     def blur(self, img: np.ndarray, sigma: float | None) -> np.ndarray:
-        return blur_array(np.ascontiguousarray(img), sigma)
+        return blur_array(img, sigma)
 
     def halfsize(self, img: np.ndarray) -> np.ndarray:
-        return np.asarray(halfsize_image(to_image(img)))
+        return as_array(halfsize_image(to_image(img)))
 
 
 def premultiply(img: np.ndarray) -> np.ndarray:
     """Straight RGBA -> premultiplied, rounding as Pillow's RGBA -> RGBa."""
+    import numpy as np
+
     return np.asarray(to_image(img).convert("RGBa"))
 
 
 def unpremultiply(img: np.ndarray) -> np.ndarray:
     """Premultiplied RGBA -> straight, as Pillow's RGBa -> RGBA."""
+    import numpy as np
+
     return np.asarray(to_image(img, "RGBa").convert("RGBA"))
 
 
 def _blur121(im: Image.Image) -> Image.Image:
+    import numpy as np
+
     w, h = im.size
     if h < 3 or w < 3:
         return to_image(_blur121_numpy(np.asarray(im)), im.mode)
@@ -130,6 +155,8 @@ def _blur121(im: Image.Image) -> Image.Image:
 
 
 def _edge_padded(img: np.ndarray, r: int, axis: int) -> np.ndarray:
+    import numpy as np
+
     pad = [(0, 0)] * img.ndim
     pad[axis] = (r, r)
     return np.pad(img, pad, mode="edge")
@@ -137,6 +164,8 @@ def _edge_padded(img: np.ndarray, r: int, axis: int) -> np.ndarray:
 
 def _blur121_numpy(img: np.ndarray) -> np.ndarray:
     """[1 2 1] both ways in integers, clamp-to-edge, (sum + 8) >> 4."""
+    import numpy as np
+
     a = _edge_padded(img.astype(np.uint16), 1, 1)
     horiz = a[:, :-2] + 2 * a[:, 1:-1] + a[:, 2:]
     b = _edge_padded(horiz, 1, 0)
@@ -146,6 +175,8 @@ def _blur121_numpy(img: np.ndarray) -> np.ndarray:
 
 def _convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
     """float32 sum of taps x clamp-to-edge neighbours along ``axis``."""
+    import numpy as np
+
     r = len(taps) // 2
     n = img.shape[axis]
     padded = _edge_padded(img, r, axis)
@@ -157,6 +188,10 @@ def _convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
+    import numpy as np
+
+    from .filters import gaussian_weights
+
     taps = gaussian_weights(sigma)
     horiz = _convolve_axis(img.astype(np.float32), taps, 1)
     total = _convolve_axis(horiz, taps, 0)

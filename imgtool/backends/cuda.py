@@ -7,6 +7,12 @@ buffers, and issues a job's upload, kernels and downloads asynchronously on a
 free slot before it waits for an earlier one, so one image's copies overlap
 another's kernels.  The same code runs on ``runtime="host"``, the CPU build of
 the kernels (imgtool.backends.hostcuda), which is how it is tested without a GPU.
+
+The thumbnail is Pillow's ``Image.resize(..., LANCZOS, reducing_gap=3.0)``,
+bit for bit (what the cpu backend runs): an integer box reduce (resample.cu's
+``reduce_box``) where the scale allows one, then the two Lanczos-3 passes over
+the reduced image with the fractional box that keeps the geometry, in Pillow's
+pass order; see ``thumbnail_stages``.
 """
 
 from __future__ import annotations
@@ -25,9 +31,18 @@ import numpy as np
 
 from .. import kernels
 from ..errors import BackendUnavailable, GPUError
-from ..ops import BLUR, LOW_QUALITY, MAX_BLUR_SIGMA, THUMBNAIL, Settings, blur_radius, output_size
+from ..ops import (
+    BLUR,
+    LOW_QUALITY,
+    MAX_BLUR_SIGMA,
+    THUMBNAIL,
+    THUMBNAIL_REDUCING_GAP,
+    Settings,
+    blur_radius,
+    output_size,
+)
 from . import Backend
-from .filters import gaussian_weights, lanczos_coefficients
+from .filters import gaussian_weights, lanczos_coefficients, reduce_factors, reduce_multiplier, reduced_size
 
 log = logging.getLogger("imgtool")
 
@@ -112,6 +127,38 @@ def _grid(n_x: int, block_x: int, n_y: int, block_y: int) -> tuple[int, int]:
 def horizontal_first(w: int, h: int, out_w: int, out_h: int) -> bool:
     """Pillow's pass order: vertical first only when height shrinks over twice as much as width."""
     return not (h - out_h > 0 and h - out_h > (w - out_w) * 2)
+
+
+def thumbnail_stages(w: int, h: int, out_w: int, out_h: int, gap: float = THUMBNAIL_REDUCING_GAP) -> list[tuple]:
+    """The kernel launches of ``Image.resize((out_w, out_h), LANCZOS, reducing_gap=gap)`` of a w x h image.
+
+    In order: ``("reduce", fx, fy)`` when either factor (``reduce_factors``) is
+    over 1, then ``("h", in0, in1)`` and/or ``("v", in0, in1)``: a Lanczos pass
+    over the box ``in0..in1`` of the (reduced) image along that axis.  After a
+    reduce the box is ``0..w/fx`` (``0..h/fy``): Pillow's ``_get_safe_box`` of
+    a whole-image box is the whole image, so the reduce covers it all and the
+    box only scales.  A pass is needed, as in Pillow's ImagingResampleInner,
+    when the size changes or the box is not exactly the image (float32
+    compares); two passes run in ``horizontal_first`` order of the reduced size.
+    Pillow's horizontal-first pass skips the rows the vertical one never reads;
+    with a box from 0 that is none at the top, and the rows at the bottom it
+    would skip are never read, so computing every row gives the same output.
+    """
+    stages: list[tuple] = []
+    fx, fy = reduce_factors(w, h, out_w, out_h, gap)
+    box = (0.0, 0.0, float(w), float(h))
+    cw, ch = w, h
+    if fx > 1 or fy > 1:
+        stages.append(("reduce", fx, fy))
+        cw, ch = reduced_size(w, h, fx, fy)
+        box = (0 / fx, 0 / fy, w / fx, h / fy)
+    b = [np.float32(v) for v in box]  # Pillow parses the box as C floats
+    need_h = out_w != cw or b[0] != 0 or b[2] != out_w
+    need_v = out_h != ch or b[1] != 0 or b[3] != out_h
+    passes = ([("h", box[0], box[2])] if need_h else []) + ([("v", box[1], box[3])] if need_v else [])
+    if len(passes) == 2 and not horizontal_first(cw, ch, out_w, out_h):
+        passes.reverse()
+    return stages + passes
 
 
 # ---- argument checks (all before a job reaches the GPU) --------------------
@@ -489,34 +536,42 @@ class _Dispatcher:
 
     def _thumbnail(self, slot: _Slot, src, w: int, h: int, c: int, ow: int, oh: int):
         mod = self._module("resample.cu", c)
-        passes = []
-        if ow != w:
-            passes.append("h")
-        if oh != h:
-            passes.append("v")
-        if len(passes) == 2 and not horizontal_first(w, h, ow, oh):
-            passes.reverse()
+        stages = thumbnail_stages(w, h, ow, oh)
         bx, by = RESAMPLE_BLOCK
         cur, cw, ch = src, w, h
-        for i, axis in enumerate(passes):
-            last = i == len(passes) - 1
+        for i, stage in enumerate(stages):
+            last = i == len(stages) - 1
             premul, unpremul = np.int32(c == 4 and i == 0), np.int32(c == 4 and last)
-            if axis == "h":
-                bounds, coeffs, ksize = lanczos_coefficients(cw, ow)
+            kind = stage[0]
+            if kind == "reduce":
+                fx, fy = stage[1], stage[2]
+                nw, nh = reduced_size(cw, ch, fx, fy)
+            elif kind == "h":
+                bounds, coeffs, ksize = lanczos_coefficients(cw, ow, stage[1], stage[2])
                 nw, nh = ow, ch
             else:
-                bounds, coeffs, ksize = lanczos_coefficients(ch, oh)
+                bounds, coeffs, ksize = lanczos_coefficients(ch, oh, stage[1], stage[2])
                 nw, nh = cw, oh
-            d_bounds = slot.upload(f"bounds{i}", bounds)
-            d_coeffs = slot.upload(f"coeffs{i}", coeffs)
-            dst = slot.device_buffer("thumb" if last else "thumb_mid", nw * nh * c)
-            if axis == "h":
+            dst = slot.device_buffer("thumb" if last else f"thumb{i}", nw * nh * c)
+            if kind == "reduce":
+                rx, ry = cw % fx, ch % fy  # the last column's and row's partial blocks
+                mults = [np.uint32(reduce_multiplier(n)) for n in (fx * fy, rx * fy, fx * ry, rx * ry)]
+                mod.get_function("reduce_box")(
+                    cur, dst, np.int32(cw), np.int32(ch), np.int32(fx), np.int32(fy), np.int32(nw), np.int32(nh),
+                    *mults, premul, unpremul,
+                    block=(bx, by, 1), grid=_grid(nw, bx, nh, by), stream=slot.stream,
+                )
+            elif kind == "h":
+                d_bounds = slot.upload(f"bounds{i}", bounds)
+                d_coeffs = slot.upload(f"coeffs{i}", coeffs)
                 mod.get_function("resample_h")(
                     cur, dst, np.int32(cw), np.int32(ch), np.int32(ow), d_bounds, d_coeffs,
                     np.int32(ksize), premul, unpremul,
                     block=(bx, by, 1), grid=_grid(ow, bx, ch, by), stream=slot.stream,
                 )
             else:
+                d_bounds = slot.upload(f"bounds{i}", bounds)
+                d_coeffs = slot.upload(f"coeffs{i}", coeffs)
                 mod.get_function("resample_v")(
                     cur, dst, np.int32(cw), np.int32(ch), np.int32(oh), d_bounds, d_coeffs,
                     np.int32(ksize), premul, unpremul,

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..ops import blur_radius
+from ..ops import THUMBNAIL_REDUCING_GAP, blur_radius
 
 
 @functools.lru_cache(maxsize=64)
@@ -36,29 +36,56 @@ def _sinc(x: np.ndarray) -> np.ndarray:
         return np.where(x == 0.0, 1.0, s / px)
 
 
-@functools.lru_cache(maxsize=64)
-def lanczos_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+def lanczos_coefficients(
+    in_size: int, out_size: int, in0: float = 0.0, in1: float | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Pillow's Lanczos-3 coefficients for resampling ``in_size`` samples to ``out_size``.
+
+    ``in0``/``in1`` are the source box along this axis (default: the whole
+    ``0..in_size``), fractional as ``Image.resize(box=...)`` takes them; Pillow
+    holds them as C floats, so they are rounded to float32 here too, and the
+    box width is a float32 difference before it becomes a double.
 
     Returns ``(bounds, coeffs, ksize)``: ``bounds[i] = (first input, count)``
     (int32, shape (out_size, 2)) and ``coeffs[i, :count]`` the int32 weights in
     22-bit fixed point (shape (out_size, ksize), zero past ``count``), computed
     step for step as Pillow's ``precompute_coeffs`` and ``normalize_coeffs_8bpc``
     in double precision, so a kernel that applies them is bit-exact with
-    ``Image.resize(..., LANCZOS)``.  The arrays are read-only (they are cached).
+    ``Image.resize(..., LANCZOS, box)``.  The arrays are read-only (they are cached).
     """
-    if isinstance(in_size, bool) or isinstance(out_size, bool):
-        raise TypeError("sizes must be integers")
+    for name, v in (("in_size", in_size), ("out_size", out_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, not {type(v).__name__}")
     in_size, out_size = int(in_size), int(out_size)
     if in_size < 1 or out_size < 1:
         raise ValueError(f"sizes must be at least 1, not {in_size} -> {out_size}")
-    scale = in_size / out_size
+    if in1 is None:
+        in1 = in_size
+    for name, v in (("in0", in0), ("in1", in1)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number, not {type(v).__name__}")
+    b0, b1 = np.float32(in0), np.float32(in1)
+    # Pillow's own checks of the box, on the same float32 values.
+    if not (np.isfinite(b0) and np.isfinite(b1)):
+        raise ValueError(f"the box must be finite, not {in0}..{in1}")
+    if b0 < 0 or b1 > in_size or b1 - b0 < 0:
+        raise ValueError(f"the box {in0}..{in1} is not inside 0..{in_size}")
+    return _lanczos_coefficients(in_size, out_size, float(b0), float(b1))
+
+
+@functools.lru_cache(maxsize=64)
+def _lanczos_coefficients(
+    in_size: int, out_size: int, in0: float, in1: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    # in0, in1: float32 values (as doubles).  scale = (double)(in1 - in0) / outSize,
+    # the difference taken in float as Pillow's C does.
+    scale = float(np.float32(in1) - np.float32(in0)) / out_size
     filterscale = max(scale, 1.0)
     support = LANCZOS_SUPPORT * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
     inv_filterscale = 1.0 / filterscale
 
-    center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    center = in0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
     # C's (int) truncates toward zero, as does astype on these (possibly negative) values.
     xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)
     xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
@@ -78,3 +105,38 @@ def lanczos_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.nd
     bounds.setflags(write=False)
     coeffs.setflags(write=False)
     return bounds, coeffs, ksize
+
+
+# ---- Pillow's reducing_gap: an integer box reduce before the resampler -------
+
+
+def reduce_factors(
+    in_w: int, in_h: int, out_w: int, out_h: int, gap: float = THUMBNAIL_REDUCING_GAP
+) -> tuple[int, int]:
+    """``Image.resize(..., reducing_gap=gap)``'s reduce factors: ``int(in / out / gap) or 1`` per axis.
+
+    ``(1, 1)`` means no reduce step.  The expression is Pillow's, in the same
+    order and in double precision.
+    """
+    return int(in_w / out_w / gap) or 1, int(in_h / out_h / gap) or 1
+
+
+def reduced_size(in_w: int, in_h: int, fx: int, fy: int) -> tuple[int, int]:
+    """``Image.reduce``'s output size: rounded up (a last, partial block on each axis)."""
+    return (in_w - 1) // fx + 1, (in_h - 1) // fy + 1
+
+
+def reduce_multiplier(n: int) -> int:
+    """Pillow's ``division_UINT32(n, 8)``: the uint32 ``m`` with ``(sum + n // 2) * m >> 24`` ~ ``sum / n``.
+
+    ``(UINT32)((float)2**32 / (float)(UINT32)(256 * n))`` in single precision,
+    as Reduce.c computes it for a block of ``n`` pixels (the multiply wraps in
+    32 bits as the C's does; the blocks of real thumbnails are far below that).
+    """
+    dividend = (256 * int(n)) & 0xFFFFFFFF
+    if dividend == 0:
+        # n = 0 (a block kind the image does not have) or a block of 2**24 pixels:
+        # the C divides by zero, and x86 turns the +inf into 0.
+        return 0
+    q = np.float32(4294967296.0) / np.float32(dividend)
+    return int(q) & 0xFFFFFFFF

@@ -1,0 +1,45 @@
+"""Raw 8-bit pixels as the C fast paths produce them, without numpy or a PIL copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """``height`` rows of ``width`` RGB or RGBA pixels (straight alpha), rows contiguous."""
+
+    width: int
+    height: int
+    channels: int
+    data: bytes | bytearray | memoryview
+
+    @property
+    def mode(self) -> str:
+        return "RGBA" if self.channels == 4 else "RGB"
+
+    @classmethod
+    def from_image(cls, im: Image.Image) -> "Pixels":
+        return cls(im.width, im.height, len(im.mode), im.tobytes())
+
+    @classmethod
+    def from_array(cls, a) -> "Pixels":
+        """A view of a C-contiguous uint8 (h, w, 3|4) array (no copy)."""
+        import numpy as np
+
+        a = np.ascontiguousarray(a)
+        return cls(a.shape[1], a.shape[0], a.shape[2], memoryview(a).cast("B"))
+
+    def to_image(self) -> Image.Image:
+        return Image.frombuffer(self.mode, (self.width, self.height), self.data, "raw", self.mode, 0, 1)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.to_array()
+        return a if dtype is None else a.astype(dtype)
+
+    def to_array(self):
+        import numpy as np
+
+        return np.frombuffer(self.data, np.uint8).reshape(self.height, self.width, self.channels)
