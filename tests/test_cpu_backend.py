@@ -119,3 +119,26 @@ def test_webp_from_array_equals_from_image(c):
     assert webp.encode_simple(a, 80, 4, False) == webp.encode_simple(im, 80, 4, False)
     view = _image(100, 140, c)[::2, ::2]  # rows not contiguous: copied first
     assert webp.encode_simple(view, 80, 4, False) == webp.encode_simple(Image.fromarray(np.ascontiguousarray(view)), 80, 4, False)
+
+
+@pytest.mark.parametrize("c", [3, 4])
+@pytest.mark.parametrize("h, w", SIZES)
+def test_c_halfsize_matches_pillow_path(h, w, c):
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    a = _image(h, w, c)
+    got = np.frombuffer(cpu._cpufast.halfsize(a.tobytes(), w, h, c), np.uint8)
+    assert np.array_equal(got.reshape(max(1, h // 2), max(1, w // 2), c), CpuBackend().halfsize(a))
+
+
+def test_c_blur_into_given_buffer_equals_new_bytes():
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    a = _image(40, 30, 4)
+    dst = bytearray(a.size)
+    assert cpu._cpufast.blur121(a.tobytes(), dst, 30, 40, 4) is None
+    assert bytes(dst) == cpu._cpufast.blur121(a.tobytes(), None, 30, 40, 4)
+    with pytest.raises(ValueError):
+        cpu._cpufast.blur121(b"short", None, 30, 40, 4)
+    with pytest.raises(ValueError):
+        cpu._cpufast.blur121(a.tobytes(), bytearray(10), 30, 40, 4)

@@ -173,26 +173,60 @@ static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, i
     return 0;
 }
 
-/* The buffers of src and dst: any contiguous buffers of width * height * channels bytes. */
+/* The buffers of src and dst: contiguous buffers of width * height * channels
+ * bytes.  With dst None a new bytes object is made (not zeroed: every byte is
+ * written) and returned through *made. */
 static int get_buffers(PyObject *src_obj, PyObject *dst_obj, Py_ssize_t w, Py_ssize_t h, int c,
-                       Py_buffer *src, Py_buffer *dst) {
+                       Py_buffer *src, Py_buffer *dst, PyObject **made) {
+    *made = NULL;
     if (w < 1 || h < 1 || (c != 3 && c != 4)) {
         PyErr_SetString(PyExc_ValueError, "width and height must be >= 1 and channels 3 or 4");
         return -1;
     }
     if (PyObject_GetBuffer(src_obj, src, PyBUF_C_CONTIGUOUS) < 0)
         return -1;
+    if (src->len != w * h * c) {
+        PyErr_SetString(PyExc_ValueError, "src must hold width * height * channels bytes");
+        PyBuffer_Release(src);
+        return -1;
+    }
+    if (dst_obj == Py_None) {
+        *made = PyBytes_FromStringAndSize(NULL, src->len);
+        if (!*made) {
+            PyBuffer_Release(src);
+            return -1;
+        }
+        dst_obj = *made;
+        /* A fresh bytes object nobody else has seen yet: filling it is safe. */
+        if (PyBuffer_FillInfo(dst, NULL, PyBytes_AS_STRING(*made), src->len, 0, PyBUF_SIMPLE) < 0) {
+            Py_CLEAR(*made);
+            PyBuffer_Release(src);
+            return -1;
+        }
+        return 0;
+    }
     if (PyObject_GetBuffer(dst_obj, dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(src);
         return -1;
     }
-    if (src->len != w * h * c || dst->len != w * h * c) {
-        PyErr_SetString(PyExc_ValueError, "src and dst must hold width * height * channels bytes");
+    if (dst->len != src->len) {
+        PyErr_SetString(PyExc_ValueError, "dst must hold width * height * channels bytes");
         PyBuffer_Release(src);
         PyBuffer_Release(dst);
         return -1;
     }
     return 0;
+}
+
+/* What a blur returns: the bytes it made, or None when it wrote into dst. */
+static PyObject *done(int rc, PyObject *made) {
+    if (rc < 0) {
+        Py_XDECREF(made);
+        return PyErr_NoMemory();
+    }
+    if (made)
+        return made;
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_blur121(PyObject *self, PyObject *args) {
@@ -202,16 +236,15 @@ static PyObject *py_blur121(PyObject *self, PyObject *args) {
     Py_buffer src, dst;
     if (!PyArg_ParseTuple(args, "OOnni", &src_obj, &dst_obj, &w, &h, &c))
         return NULL;
-    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst) < 0)
+    PyObject *made;
+    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst, &made) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     rc = blur121(src.buf, dst.buf, w, h, c);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
-    if (rc < 0)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return done(rc, made);
 }
 
 static PyObject *py_gaussian(PyObject *self, PyObject *args) {
@@ -229,7 +262,8 @@ static PyObject *py_gaussian(PyObject *self, PyObject *args) {
         PyBuffer_Release(&taps);
         return NULL;
     }
-    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst) < 0) {
+    PyObject *made;
+    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst, &made) < 0) {
         PyBuffer_Release(&taps);
         return NULL;
     }
@@ -240,17 +274,58 @@ static PyObject *py_gaussian(PyObject *self, PyObject *args) {
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
     PyBuffer_Release(&taps);
-    if (rc < 0)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return done(rc, made);
+}
+
+static PyObject *py_halfsize(PyObject *self, PyObject *args) {
+    PyObject *src_obj;
+    Py_ssize_t w, h;
+    int c;
+    Py_buffer src;
+    if (!PyArg_ParseTuple(args, "Onni", &src_obj, &w, &h, &c))
+        return NULL;
+    if (w < 1 || h < 1 || (c != 3 && c != 4)) {
+        PyErr_SetString(PyExc_ValueError, "width and height must be >= 1 and channels 3 or 4");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(src_obj, &src, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (src.len != w * h * c) {
+        PyErr_SetString(PyExc_ValueError, "src must hold width * height * channels bytes");
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    Py_ssize_t ow = w / 2 > 0 ? w / 2 : 1, oh = h / 2 > 0 ? h / 2 : 1;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, ow * oh * c);
+    if (!out) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    const uint8_t *in = src.buf;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t y = 0; y < oh; y++) {
+        Py_ssize_t sy = 2 * y + 1 < h ? 2 * y + 1 : h - 1;
+        const uint8_t *row = in + sy * w * c;
+        for (Py_ssize_t x = 0; x < ow; x++) {
+            Py_ssize_t sx = 2 * x + 1 < w ? 2 * x + 1 : w - 1;
+            memcpy(o, row + sx * c, (size_t)c);
+            o += c;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&src);
+    return out;
 }
 
 static PyMethodDef methods[] = {
+    {"halfsize", py_halfsize, METH_VARARGS,
+     "halfsize(src, width, height, channels) -> bytes: pixel (2x+1, 2y+1) of each 2x2 block, clamped."},
     {"blur121", py_blur121, METH_VARARGS,
-     "blur121(src, dst, width, height, channels): the [1 2 1] x [1 2 1] / 16 blur, clamped edges,\n"
+     "blur121(src, dst, width, height, channels): dst None returns new bytes.  The [1 2 1] x [1 2 1] / 16 blur, clamped edges,\n"
      "premultiplied alpha; src and dst are contiguous buffers of straight RGB/RGBA pixels."},
     {"gaussian", py_gaussian, METH_VARARGS,
-     "gaussian(src, dst, width, height, channels, taps): separable float32 Gaussian (taps: float32\n"
+     "gaussian(src, dst, width, height, channels, taps): dst None returns new bytes.  A separable float32 Gaussian (taps: float32\n"
      "buffer of 2r+1 values), clamped edges, premultiplied alpha."},
     {NULL, NULL, 0, NULL},
 };

@@ -50,20 +50,21 @@ def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
     return im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
 
 
+def blur_raw(raw: bytes, width: int, height: int, channels: int, sigma: float | None) -> Pixels:
+    """The C blur of an image's bytes (``_cpufast`` must be there)."""
+    if sigma is None:
+        data = _cpufast.blur121(raw, None, width, height, channels)
+    else:
+        from .filters import gaussian_weights
+
+        data = _cpufast.gaussian(raw, None, width, height, channels, gaussian_weights(sigma))
+    return Pixels(width, height, channels, data)
+
+
 def blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
     """The blur of an RGB/RGBA image: raw pixels from the C path, else an image."""
     if fast and _cpufast is not None:
-        w, h = im.size
-        channels = len(im.mode)
-        src = im.tobytes()
-        dst = bytearray(len(src))
-        if sigma is None:
-            _cpufast.blur121(src, dst, w, h, channels)
-        else:
-            from .filters import gaussian_weights
-
-            _cpufast.gaussian(src, dst, w, h, channels, gaussian_weights(sigma))
-        return Pixels(w, h, channels, dst)
+        return blur_raw(im.tobytes(), im.width, im.height, len(im.mode), sigma)
     import numpy as np
 
     alpha = im.mode == "RGBA"
@@ -98,15 +99,23 @@ class CpuBackend(Backend):
 
     def apply_image(self, im: Image.Image, settings: Settings) -> dict[str, Image.Image | Pixels]:
         w, h = im.size
+        channels = len(im.mode)
+        raw = None  # the image's bytes, made once for the C paths
         out = {}
         for op in settings.ops:
             if op == THUMBNAIL:
                 tw, th = output_size(op, w, h, settings)
                 out[op] = im if (tw, th) == (w, h) else thumbnail_image(im, tw, th)
+            elif op == BLUR and _cpufast is not None:
+                raw = raw or im.tobytes()
+                out[op] = blur_raw(raw, w, h, channels, settings.blur_sigma)
             elif op == BLUR:
-                out[op] = blur_image(im, settings.blur_sigma)
+                out[op] = blur_image(im, settings.blur_sigma, fast=False)
+            elif op == LOW_QUALITY and raw is not None:
+                ow, oh = output_size(op, w, h, settings)
+                out[op] = Pixels(ow, oh, channels, _cpufast.halfsize(raw, w, h, channels))
             elif op == LOW_QUALITY:
-                out[op] = halfsize_image(im)
+                out[op] = halfsize_image(im)  # cheaper than the bytes of the whole image
         return out
 
     def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
