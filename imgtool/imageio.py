@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import re
-import secrets
 import stat
 import threading
 import warnings
@@ -236,7 +235,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -
 def _create_temp(folder: Path) -> tuple[int, str]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
-        tmp = os.path.join(folder, f".imgtool-{secrets.token_hex(8)}.tmp")
+        tmp = os.path.join(folder, f".imgtool-{os.urandom(8).hex()}.tmp")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # 64 random bits: practically never

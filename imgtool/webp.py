@@ -12,9 +12,7 @@ loads, or for any other settings, callers fall back to Pillow.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
-import glob
 import os
 import sys
 
@@ -25,31 +23,38 @@ SIMPLE_API_EFFORT = 4
 @functools.lru_cache(maxsize=1)
 def load_libwebp():
     """libwebp through ctypes (WebPEncodeRGB/RGBA and WebPFree typed), or None."""
-    candidates = []
     try:
         import PIL
 
         libs = os.path.join(os.path.dirname(os.path.dirname(PIL.__file__)), "pillow.libs")
-        candidates += sorted(glob.glob(os.path.join(libs, "libwebp-*.so*")))
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        pass
-    system = ctypes.util.find_library("webp")
-    if system:
-        candidates.append(system)
-    for path in candidates:
-        try:
-            lib = ctypes.CDLL(path)
-            for name in ("WebPEncodeRGB", "WebPEncodeRGBA"):
-                fn = getattr(lib, name)
-                fn.restype = ctypes.c_size_t
-                fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                               ctypes.c_float, ctypes.POINTER(ctypes.c_void_p)]
-            lib.WebPFree.argtypes = [ctypes.c_void_p]
-            lib.WebPFree.restype = None
+        names = sorted(n for n in os.listdir(libs) if n.startswith("libwebp-"))  # no glob: start-up
+        bundled = [os.path.join(libs, n) for n in names]
+    except OSError:
+        bundled = []
+    for path in bundled:
+        lib = _typed(path)
+        if lib is not None:
             return lib
-        except (OSError, AttributeError):
-            continue
-    return None
+    import ctypes.util  # slow to import (it brings subprocess): only when needed
+
+    system = ctypes.util.find_library("webp")
+    return _typed(system) if system else None
+
+
+@functools.lru_cache(maxsize=None)
+def _typed(path: str):
+    try:
+        lib = ctypes.CDLL(path)
+        for name in ("WebPEncodeRGB", "WebPEncodeRGBA"):
+            fn = getattr(lib, name)
+            fn.restype = ctypes.c_size_t
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                           ctypes.c_float, ctypes.POINTER(ctypes.c_void_p)]
+        lib.WebPFree.argtypes = [ctypes.c_void_p]
+        lib.WebPFree.restype = None
+        return lib
+    except (OSError, AttributeError):
+        return None
 
 
 def _is_ndarray(obj) -> bool:
