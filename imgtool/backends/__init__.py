@@ -80,9 +80,7 @@ def _check_pycuda_installed() -> None:
     import os
 
     if os.environ.get("IMGTOOL_CUDA_RUNTIME", "pycuda") == "pycuda" and importlib.util.find_spec("pycuda") is None:
-        raise BackendUnavailable(
-            "PyCUDA is not usable (No module named 'pycuda'); install imgtool[cuda] on a machine with CUDA"
-        )
+        raise BackendUnavailable("PyCUDA is not installed; pip install 'imgtool[cuda]' where CUDA is")
 
 
 _lock = threading.Lock()
@@ -105,7 +103,7 @@ def get_backend(name: str = "auto") -> Backend:
                 raise
             with _lock:
                 if not _said_auto:
-                    log.info("backend: cpu (cuda not usable: %s)", exc.message)
+                    log.info("backend: cpu (no cuda: %s)", exc.message)
                     _said_auto = True
         else:
             if name == "auto":
