@@ -78,7 +78,7 @@ def encode_simple(img, quality: int, effort: int, lossless: bool) -> bytes | Non
     lib = load_libwebp()
     if lib is None:
         return None
-    from .pixels import Pixels
+    from .pixels import Pixels, image_bytes
 
     # ``img`` stays referenced until the call returns, so the memory ``data``
     # points into lives that long.
@@ -106,7 +106,7 @@ def encode_simple(img, quality: int, effort: int, lossless: bool) -> bytes | Non
     elif img.mode in ("RGB", "RGBA"):
         width, height = img.size
         channels = 4 if img.mode == "RGBA" else 3
-        data = img.tobytes()
+        data = image_bytes(img)
         stride = width * channels
     else:
         return None

@@ -37,3 +37,13 @@ def test_other_settings_fall_back():
     assert webp.encode_simple(im, 80, 6, False) is None
     assert webp.encode_simple(im, 80, 4, True) is None
     assert webp.encode_simple(im.convert("L"), 80, 4, False) is None
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (1000, 70), (70, 1000)])
+def test_image_bytes_is_tobytes(mode, size):
+    from imgtool.pixels import image_bytes
+
+    rng = np.random.default_rng(5)
+    im = Image.fromarray(rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8), mode)
+    assert image_bytes(im) == im.tobytes()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageFilter
 
 from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size
-from ..pixels import Pixels
+from ..pixels import Pixels, image_bytes
 from . import Backend
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def blur_raw(raw: bytes, width: int, height: int, channels: int, sigma: float | 
 def blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
     """The blur of an RGB/RGBA image: raw pixels from the C path, else an image."""
     if fast and _cpufast is not None:
-        return blur_raw(im.tobytes(), im.width, im.height, len(im.mode), sigma)
+        return blur_raw(image_bytes(im), im.width, im.height, len(im.mode), sigma)
     import numpy as np
 
     alpha = im.mode == "RGBA"
@@ -107,7 +107,7 @@ class CpuBackend(Backend):
                 tw, th = output_size(op, w, h, settings)
                 out[op] = im if (tw, th) == (w, h) else thumbnail_image(im, tw, th)
             elif op == BLUR and _cpufast is not None:
-                raw = raw or im.tobytes()
+                raw = raw or image_bytes(im)
                 out[op] = blur_raw(raw, w, h, channels, settings.blur_sigma)
             elif op == BLUR:
                 out[op] = blur_image(im, settings.blur_sigma, fast=False)
