@@ -12,6 +12,8 @@ IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .heic .heif .avif .svg .svgz".split()
 )
 PROCESSED_DIR = "processed"
+# Up to this many images in one folder are ordered by their headers' pixel counts.
+HEADER_ORDER_LIMIT = 256
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~", ".swp")
 
 
@@ -32,9 +34,12 @@ def is_candidate(path: Path) -> bool:
 def walk(root: Path) -> Iterator[Path]:
     """Candidate images under ``root``, skipping processed/ and hidden folders.
 
-    Folders go in name order; inside one, the largest files come first, so
+    Folders go in name order; inside one, the largest images come first, so
     that with several workers the last image to finish is a small one (the
     longest-first rule) instead of a big one running alone at the end.
+    "Largest" is the pixel count from the file's header where a folder holds
+    few enough files for reading every header to cost nothing next to the
+    work, else the file size.
     """
     stack = [Path(root)]
     while stack:
@@ -55,9 +60,24 @@ def walk(root: Path) -> Iterator[Path]:
                         files.append((0, entry.name))  # let the pipeline name the problem
         except OSError:
             continue
+        if len(files) <= HEADER_ORDER_LIMIT:
+            files = [(-_pixels(folder / name, -size), name) for size, name in files]
         for _size, name in sorted(files):
             yield folder / name
         stack.extend(folder / d for d in sorted(subdirs, reverse=True))
+
+
+def _pixels(path: Path, fallback: int) -> int:
+    """The header's width x height, or ``fallback`` when the header is unreadable."""
+    from . import imageio
+    from .errors import ImgtoolError
+
+    try:
+        # probe parses only the accepted formats, and no pixel.
+        info = imageio.probe(path, max_pixels=1 << 62)
+    except (ImgtoolError, OSError):
+        return fallback
+    return info.width * info.height
 
 
 def default_out_dir(src: Path) -> Path:

@@ -31,3 +31,15 @@ def test_largest_files_first_within_a_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "e.jpg").write_bytes(b"x" * 999)
     assert [p.name for p in walk(tmp_path)] == ["b.jpg", "d.jpg", "c.jpg", "a.jpg", "e.jpg"]
+
+
+def test_more_pixels_first_even_in_a_smaller_file(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    Image.new("RGB", (2000, 2000), (10, 20, 30)).save(tmp_path / "flat.png")  # small file, 4 MP
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 10)
+    assert (tmp_path / "flat.png").stat().st_size < (tmp_path / "noise.png").stat().st_size
+    assert [p.name for p in walk(tmp_path)] == ["flat.png", "noise.png", "broken.png"]
