@@ -31,7 +31,7 @@ def is_candidate(path: Path) -> bool:
     )
 
 
-def walk(root: Path) -> Iterator[Path]:
+def walk(root: Path, ordered: bool = True) -> Iterator[Path]:
     """Candidate images under ``root``, skipping processed/ and hidden folders.
 
     Folders go in name order; inside one, the largest images come first, so
@@ -39,7 +39,7 @@ def walk(root: Path) -> Iterator[Path]:
     longest-first rule) instead of a big one running alone at the end.
     "Largest" is the pixel count from the file's header where a folder holds
     few enough files for reading every header to cost nothing next to the
-    work, else the file size.
+    work, else the file size.  ``ordered=False`` skips the headers (to count).
     """
     stack = [Path(root)]
     while stack:
@@ -60,7 +60,7 @@ def walk(root: Path) -> Iterator[Path]:
                         files.append((0, entry.name))  # let the pipeline name the problem
         except OSError:
             continue
-        if len(files) <= HEADER_ORDER_LIMIT:
+        if ordered and len(files) <= HEADER_ORDER_LIMIT:
             files = [(-_pixels(folder / name, -size), name) for size, name in files]
         for _size, name in sorted(files):
             yield folder / name
@@ -78,6 +78,15 @@ def _pixels(path: Path, fallback: int) -> int:
     except (ImgtoolError, OSError):
         return fallback
     return info.width * info.height
+
+
+def count(paths) -> int:
+    """How many inputs ``paths`` (files and folders) hold, as process would take them."""
+    n = 0
+    for p in paths:
+        p = Path(p)
+        n += sum(1 for _ in walk(p, ordered=False)) if p.is_dir() else 1
+    return n
 
 
 def default_out_dir(src: Path) -> Path:

@@ -207,3 +207,40 @@ def test_version_and_help_on_every_command():
 
 def test_default_qualities_are_the_spec_ones():
     assert DEFAULT_QUALITY == {"thumbnail": 80, "blur": 80, "low-quality": 30}
+
+
+def _run_on_a_terminal(args) -> str:
+    """Run imgtool with stdin/stdout/stderr on a pseudo-terminal (100 columns); its output."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "imgtool", *map(str, args)],
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(leader)
+    return out.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    for i in range(6):
+        photo(tmp_path / f"p{i}.png", 400, 300, seed=i)
+    shown = _run_on_a_terminal(["process", tmp_path, "--backend", "cpu", "-j", "1"])
+    assert "img/s" in shown and "/6 [" in shown  # tqdm's bar, with the total counted
+    r = run("process", tmp_path, "--backend", "cpu", "--force")
+    assert "img/s" not in r.stderr and "%|" not in r.stderr
+    quiet = _run_on_a_terminal(["-q", "process", tmp_path, "--backend", "cpu", "--force"])
+    assert "img/s]" not in quiet and "6 done" in quiet

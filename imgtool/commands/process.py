@@ -14,7 +14,7 @@ import click
 
 from ..errors import ImgtoolError
 from ..pipeline import Pipeline, Result, Task
-from ..walk import default_out_dir, walk
+from ..walk import count, default_out_dir, walk
 from .options import jobs_option, processing_options, settings_from_options, verbosity_options
 
 log = logging.getLogger("imgtool")
@@ -97,7 +97,7 @@ def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
     pipe = Pipeline(settings, backend=backend, jobs=jobs)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     start = time.perf_counter()
-    bar = _progress_bar(quiet)
+    bar = _progress_bar(quiet, paths)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         for res in pipe.map(tasks, force=force):
@@ -135,12 +135,23 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _progress_bar(quiet: bool):
+def _progress_bar(quiet: bool, paths: tuple[Path, ...]):
     if quiet or not sys.stderr.isatty():
         return None
+    import threading
+
     from tqdm import tqdm
 
-    return tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def count_inputs():
+        # Counted beside the work, so the first image does not wait for a big walk.
+        total = count(paths)
+        bar.total = total
+        bar.refresh()
+
+    threading.Thread(target=count_inputs, daemon=True, name="imgtool-count").start()
+    return bar
 
 
 def _report(res: Result, as_json: bool, bar) -> None:
