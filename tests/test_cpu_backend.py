@@ -142,3 +142,24 @@ def test_c_blur_into_given_buffer_equals_new_bytes():
         cpu._cpufast.blur121(b"short", None, 30, 40, 4)
     with pytest.raises(ValueError):
         cpu._cpufast.blur121(a.tobytes(), bytearray(10), 30, 40, 4)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 7), (211, 333), (1500, 1200)])
+def test_arrow_source_reads_the_image_in_place_with_the_same_results(mode, h, w):
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    from imgtool.backends.filters import gaussian_weights
+
+    c = len(mode)
+    a = _image(h, w, c, seed=w)
+    im = Image.fromarray(a, mode)
+    source = cpu.c_source(im)
+    assert isinstance(source, tuple), "a decoded image should be one block, exported in place"
+    raw = a.tobytes()
+    f = cpu._cpufast
+    assert f.blur121(source, None, w, h, c) == f.blur121(raw, None, w, h, c)
+    assert f.gaussian(source, None, w, h, c, gaussian_weights(1.5)) == f.gaussian(raw, None, w, h, c, gaussian_weights(1.5))
+    assert f.halfsize(source, w, h, c) == f.halfsize(raw, w, h, c)
+    with pytest.raises(ValueError):
+        f.blur121(source, None, w + 1, h, c)  # the export's size is checked

@@ -2,8 +2,9 @@
  *
  * Pillow has no exact [1 2 1] blur faster than its general 3x3 float filter,
  * which costs a fifth of a photo's whole processing time; these loops do the
- * same integer sums in a few hundredths of it.  Both functions take and give
- * contiguous buffers of h * w * c bytes, c = 3 or 4 (straight alpha), do the
+ * same integer sums in a few hundredths of it.  They take a contiguous buffer
+ * of h * w * c bytes, c = 3 or 4 (straight alpha), or Pillow's Arrow export
+ * of the image (read in place, 4 bytes a pixel), give h * w * c bytes, do the
  * premultiplication of RGBA themselves exactly as Pillow's RGBA <-> RGBa
  * conversions do, and run without the GIL.
  */
@@ -19,10 +20,19 @@ static inline uint8_t muldiv255(unsigned v, unsigned a) {
     return (uint8_t)(((t >> 8) + t) >> 8);
 }
 
-/* One source row, premultiplied when it has alpha, into dst (w * c bytes). */
-static void load_row(const uint8_t *src, uint8_t *dst, Py_ssize_t w, int c) {
+/* One source row (sp bytes a pixel: c, or 4 from a padded RGBX/RGBA image)
+   into dst as c channels, premultiplied when it has alpha. */
+static void load_row(const uint8_t *src, uint8_t *dst, Py_ssize_t w, int c, int sp) {
     if (c == 3) {
-        memcpy(dst, src, (size_t)w * 3);
+        if (sp == 3) {
+            memcpy(dst, src, (size_t)w * 3);
+            return;
+        }
+        for (Py_ssize_t x = 0; x < w; x++) {
+            dst[3 * x + 0] = src[sp * x + 0];
+            dst[3 * x + 1] = src[sp * x + 1];
+            dst[3 * x + 2] = src[sp * x + 2];
+        }
         return;
     }
     for (Py_ssize_t x = 0; x < w; x++) {
@@ -34,12 +44,12 @@ static void load_row(const uint8_t *src, uint8_t *dst, Py_ssize_t w, int c) {
     }
 }
 
-/* Line y of src as the sums read it: RGB in place, RGBA premultiplied into row. */
-static const uint8_t *line_of(const uint8_t *src, uint8_t *row, Py_ssize_t y, Py_ssize_t w, int c) {
-    const uint8_t *line = src + y * w * c;
-    if (c == 3)
+/* Line y of src as the sums read it: packed RGB in place, else converted into row. */
+static const uint8_t *line_of(const uint8_t *src, uint8_t *row, Py_ssize_t y, Py_ssize_t w, int c, int sp) {
+    const uint8_t *line = src + y * w * sp;
+    if (c == 3 && sp == 3)
         return line;
-    load_row(line, row, w, c);
+    load_row(line, row, w, c, sp);
     return row;
 }
 
@@ -72,7 +82,7 @@ static void hsum121(const uint8_t *p, uint16_t *out, Py_ssize_t w, int c) {
         out[i] = (uint16_t)(p[i - c] + 2 * p[i] + p[i + c]);
 }
 
-static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c) {
+static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c, int sp) {
     Py_ssize_t n = w * c;
     uint8_t *row = malloc((size_t)n);
     uint16_t *ring = malloc((size_t)n * 3 * sizeof(uint16_t));
@@ -83,11 +93,11 @@ static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h,
     }
     uint16_t *rows[3] = {ring, ring + n, ring + 2 * n};
     /* rows[0] = sums of line y-1, rows[1] = line y, rows[2] = line y+1 (clamped). */
-    hsum121(line_of(src, row, 0, w, c), rows[1], w, c);
+    hsum121(line_of(src, row, 0, w, c, sp), rows[1], w, c);
     memcpy(rows[0], rows[1], (size_t)n * sizeof(uint16_t));
     for (Py_ssize_t y = 0; y < h; y++) {
         if (y + 1 < h) {
-            hsum121(line_of(src, row, y + 1, w, c), rows[2], w, c);
+            hsum121(line_of(src, row, y + 1, w, c, sp), rows[2], w, c);
         } else {
             memcpy(rows[2], rows[1], (size_t)n * sizeof(uint16_t));
         }
@@ -123,7 +133,7 @@ static void hgauss(const uint8_t *p, float *out, Py_ssize_t w, int c, const floa
     }
 }
 
-static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c,
+static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c, int sp,
                  const float *taps, int r) {
     Py_ssize_t n = w * c;
     int span = 2 * r + 1;
@@ -144,7 +154,7 @@ static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, i
     for (Py_ssize_t y = 0; y < h; y++) {
         Py_ssize_t need = y + r < h - 1 ? y + r : h - 1;
         while (loaded <= need) {
-            hgauss(line_of(src, row, loaded, w, c), ring + (loaded % keep) * n, w, c, taps, r);
+            hgauss(line_of(src, row, loaded, w, c, sp), ring + (loaded % keep) * n, w, c, taps, r);
             loaded++;
         }
         for (Py_ssize_t i = 0; i < n; i++)
@@ -173,45 +183,107 @@ static int gauss(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, i
     return 0;
 }
 
-/* The buffers of src and dst: contiguous buffers of width * height * channels
- * bytes.  With dst None a new bytes object is made (not zeroed: every byte is
- * written) and returned through *made. */
-static int get_buffers(PyObject *src_obj, PyObject *dst_obj, Py_ssize_t w, Py_ssize_t h, int c,
-                       Py_buffer *src, Py_buffer *dst, PyObject **made) {
-    *made = NULL;
+/* The Arrow C data interface's structures (a stable ABI), as Pillow exports an image. */
+struct ArrowSchema {
+    const char *format;
+    const char *name;
+    const char *metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema **children;
+    struct ArrowSchema *dictionary;
+    void (*release)(struct ArrowSchema *);
+    void *private_data;
+};
+
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+
+/* A source image: any contiguous buffer of w * h * c bytes, or the
+ * (schema, array) capsules of Pillow's Arrow export, whose pixels are 4
+ * bytes each (RGBX or RGBA) and read where they lie. */
+typedef struct {
+    const uint8_t *pixels;
+    int sp; /* bytes a source pixel */
+    Py_buffer view;
+    int has_view;
+} Source;
+
+static int get_source(PyObject *obj, Py_ssize_t w, Py_ssize_t h, int c, Source *src) {
+    src->has_view = 0;
     if (w < 1 || h < 1 || (c != 3 && c != 4)) {
         PyErr_SetString(PyExc_ValueError, "width and height must be >= 1 and channels 3 or 4");
         return -1;
     }
-    if (PyObject_GetBuffer(src_obj, src, PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
-    if (src->len != w * h * c) {
-        PyErr_SetString(PyExc_ValueError, "src must hold width * height * channels bytes");
-        PyBuffer_Release(src);
-        return -1;
-    }
-    if (dst_obj == Py_None) {
-        *made = PyBytes_FromStringAndSize(NULL, src->len);
-        if (!*made) {
-            PyBuffer_Release(src);
+    if (PyTuple_Check(obj)) {
+        PyObject *sc, *ac;
+        if (!PyArg_ParseTuple(obj, "OO", &sc, &ac))
+            return -1;
+        struct ArrowSchema *schema = PyCapsule_GetPointer(sc, "arrow_schema");
+        struct ArrowArray *array = schema ? PyCapsule_GetPointer(ac, "arrow_array") : NULL;
+        if (!schema || !array)
+            return -1;
+        struct ArrowArray *child = array->n_children == 1 ? array->children[0] : NULL;
+        if (!schema->format || strcmp(schema->format, "+w:4") != 0 || schema->n_children != 1 ||
+            !schema->children[0]->format || strcmp(schema->children[0]->format, "C") != 0 || !child ||
+            array->length != w * h || array->offset != 0 || child->offset != 0 ||
+            child->length != w * h * 4 || child->n_buffers != 2 || !child->buffers[1]) {
+            PyErr_SetString(PyExc_ValueError, "not an Arrow export of w x h pixels of 4 bytes");
             return -1;
         }
-        dst_obj = *made;
+        src->pixels = child->buffers[1];
+        src->sp = 4;
+        return 0;
+    }
+    if (PyObject_GetBuffer(obj, &src->view, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    src->has_view = 1;
+    if (src->view.len != w * h * c) {
+        PyErr_SetString(PyExc_ValueError, "src must hold width * height * channels bytes");
+        PyBuffer_Release(&src->view);
+        src->has_view = 0;
+        return -1;
+    }
+    src->pixels = src->view.buf;
+    src->sp = c;
+    return 0;
+}
+
+static void release_source(Source *src) {
+    if (src->has_view)
+        PyBuffer_Release(&src->view);
+    src->has_view = 0;
+}
+
+/* Where a result goes: dst (a writable buffer of n bytes), or with dst None a
+ * new bytes object (not zeroed: every byte is written) returned through *made. */
+static int get_dest(PyObject *dst_obj, Py_ssize_t n, Py_buffer *dst, PyObject **made) {
+    *made = NULL;
+    if (dst_obj == Py_None) {
+        *made = PyBytes_FromStringAndSize(NULL, n);
+        if (!*made)
+            return -1;
         /* A fresh bytes object nobody else has seen yet: filling it is safe. */
-        if (PyBuffer_FillInfo(dst, NULL, PyBytes_AS_STRING(*made), src->len, 0, PyBUF_SIMPLE) < 0) {
+        if (PyBuffer_FillInfo(dst, NULL, PyBytes_AS_STRING(*made), n, 0, PyBUF_SIMPLE) < 0) {
             Py_CLEAR(*made);
-            PyBuffer_Release(src);
             return -1;
         }
         return 0;
     }
-    if (PyObject_GetBuffer(dst_obj, dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(src);
+    if (PyObject_GetBuffer(dst_obj, dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
         return -1;
-    }
-    if (dst->len != src->len) {
+    if (dst->len != n) {
         PyErr_SetString(PyExc_ValueError, "dst must hold width * height * channels bytes");
-        PyBuffer_Release(src);
         PyBuffer_Release(dst);
         return -1;
     }
@@ -230,28 +302,33 @@ static PyObject *done(int rc, PyObject *made) {
 }
 
 static PyObject *py_blur121(PyObject *self, PyObject *args) {
-    PyObject *src_obj, *dst_obj;
+    PyObject *src_obj, *dst_obj, *made;
     Py_ssize_t w, h;
     int c, rc;
-    Py_buffer src, dst;
+    Source src;
+    Py_buffer dst;
     if (!PyArg_ParseTuple(args, "OOnni", &src_obj, &dst_obj, &w, &h, &c))
         return NULL;
-    PyObject *made;
-    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst, &made) < 0)
+    if (get_source(src_obj, w, h, c, &src) < 0)
         return NULL;
+    if (get_dest(dst_obj, w * h * c, &dst, &made) < 0) {
+        release_source(&src);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    rc = blur121(src.buf, dst.buf, w, h, c);
+    rc = blur121(src.pixels, dst.buf, w, h, c, src.sp);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&src);
+    release_source(&src);
     PyBuffer_Release(&dst);
     return done(rc, made);
 }
 
 static PyObject *py_gaussian(PyObject *self, PyObject *args) {
-    PyObject *src_obj, *dst_obj, *taps_obj;
+    PyObject *src_obj, *dst_obj, *taps_obj, *made;
     Py_ssize_t w, h;
     int c, rc;
-    Py_buffer src, dst, taps;
+    Source src;
+    Py_buffer dst, taps;
     if (!PyArg_ParseTuple(args, "OOnniO", &src_obj, &dst_obj, &w, &h, &c, &taps_obj))
         return NULL;
     if (PyObject_GetBuffer(taps_obj, &taps, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
@@ -262,16 +339,20 @@ static PyObject *py_gaussian(PyObject *self, PyObject *args) {
         PyBuffer_Release(&taps);
         return NULL;
     }
-    PyObject *made;
-    if (get_buffers(src_obj, dst_obj, w, h, c, &src, &dst, &made) < 0) {
+    if (get_source(src_obj, w, h, c, &src) < 0) {
+        PyBuffer_Release(&taps);
+        return NULL;
+    }
+    if (get_dest(dst_obj, w * h * c, &dst, &made) < 0) {
+        release_source(&src);
         PyBuffer_Release(&taps);
         return NULL;
     }
     int r = (int)(ntaps / 2);
     Py_BEGIN_ALLOW_THREADS
-    rc = gauss(src.buf, dst.buf, w, h, c, taps.buf, r);
+    rc = gauss(src.pixels, dst.buf, w, h, c, src.sp, taps.buf, r);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&src);
+    release_source(&src);
     PyBuffer_Release(&dst);
     PyBuffer_Release(&taps);
     return done(rc, made);
@@ -281,40 +362,32 @@ static PyObject *py_halfsize(PyObject *self, PyObject *args) {
     PyObject *src_obj;
     Py_ssize_t w, h;
     int c;
-    Py_buffer src;
+    Source src;
     if (!PyArg_ParseTuple(args, "Onni", &src_obj, &w, &h, &c))
         return NULL;
-    if (w < 1 || h < 1 || (c != 3 && c != 4)) {
-        PyErr_SetString(PyExc_ValueError, "width and height must be >= 1 and channels 3 or 4");
+    if (get_source(src_obj, w, h, c, &src) < 0)
         return NULL;
-    }
-    if (PyObject_GetBuffer(src_obj, &src, PyBUF_C_CONTIGUOUS) < 0)
-        return NULL;
-    if (src.len != w * h * c) {
-        PyErr_SetString(PyExc_ValueError, "src must hold width * height * channels bytes");
-        PyBuffer_Release(&src);
-        return NULL;
-    }
     Py_ssize_t ow = w / 2 > 0 ? w / 2 : 1, oh = h / 2 > 0 ? h / 2 : 1;
     PyObject *out = PyBytes_FromStringAndSize(NULL, ow * oh * c);
     if (!out) {
-        PyBuffer_Release(&src);
+        release_source(&src);
         return NULL;
     }
-    const uint8_t *in = src.buf;
+    const uint8_t *in = src.pixels;
+    int sp = src.sp;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t y = 0; y < oh; y++) {
         Py_ssize_t sy = 2 * y + 1 < h ? 2 * y + 1 : h - 1;
-        const uint8_t *row = in + sy * w * c;
+        const uint8_t *row = in + sy * w * sp;
         for (Py_ssize_t x = 0; x < ow; x++) {
             Py_ssize_t sx = 2 * x + 1 < w ? 2 * x + 1 : w - 1;
-            memcpy(o, row + sx * c, (size_t)c);
+            memcpy(o, row + sx * sp, (size_t)c);
             o += c;
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&src);
+    release_source(&src);
     return out;
 }
 

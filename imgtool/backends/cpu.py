@@ -24,10 +24,19 @@ from . import Backend
 if TYPE_CHECKING:
     import numpy as np
 
+ARROW_BLOCK_SIZE = 1 << 30  # Pillow's block size, so that a decoded image is one block
+
 try:
     from . import _cpufast
 except ImportError:  # built without a C compiler: the Pillow/numpy paths below
     _cpufast = None
+else:
+    # Pillow keeps a big image in 16 MB blocks unless told otherwise; in one
+    # block, its Arrow export hands the C paths the decoded pixels where they
+    # lie, without a copy.  (A process-wide Pillow setting: one allocation
+    # per image instead of several; nothing else changes.)
+    if Image.core.get_block_size() < ARROW_BLOCK_SIZE:
+        Image.core.set_block_size(ARROW_BLOCK_SIZE)
 
 # The default blur, [1 2 1] x [1 2 1] / 16, as Pillow's 3x3 filter: with
 # these weights its float sum is exact, so it equals (sum + 8) >> 4.
@@ -50,8 +59,16 @@ def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
     return im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
 
 
-def blur_raw(raw: bytes, width: int, height: int, channels: int, sigma: float | None) -> Pixels:
-    """The C blur of an image's bytes (``_cpufast`` must be there)."""
+def c_source(im: Image.Image):
+    """The pixels of ``im`` for the C paths: its Arrow export, read in place, else its bytes."""
+    try:
+        return im.__arrow_c_array__()
+    except (AttributeError, ValueError):  # an older Pillow, or an image in several blocks
+        return image_bytes(im)
+
+
+def blur_raw(raw, width: int, height: int, channels: int, sigma: float | None) -> Pixels:
+    """The C blur of ``c_source(image)`` (``_cpufast`` must be there)."""
     if sigma is None:
         data = _cpufast.blur121(raw, None, width, height, channels)
     else:
@@ -64,7 +81,7 @@ def blur_raw(raw: bytes, width: int, height: int, channels: int, sigma: float | 
 def blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
     """The blur of an RGB/RGBA image: raw pixels from the C path, else an image."""
     if fast and _cpufast is not None:
-        return blur_raw(image_bytes(im), im.width, im.height, len(im.mode), sigma)
+        return blur_raw(c_source(im), im.width, im.height, len(im.mode), sigma)
     import numpy as np
 
     alpha = im.mode == "RGBA"
@@ -100,14 +117,14 @@ class CpuBackend(Backend):
     def apply_image(self, im: Image.Image, settings: Settings) -> dict[str, Image.Image | Pixels]:
         w, h = im.size
         channels = len(im.mode)
-        raw = None  # the image's bytes, made once for the C paths
+        raw = None  # the image's pixels for the C paths, taken once
         out = {}
         for op in settings.ops:
             if op == THUMBNAIL:
                 tw, th = output_size(op, w, h, settings)
                 out[op] = im if (tw, th) == (w, h) else thumbnail_image(im, tw, th)
             elif op == BLUR and _cpufast is not None:
-                raw = raw or image_bytes(im)
+                raw = raw or c_source(im)
                 out[op] = blur_raw(raw, w, h, channels, settings.blur_sigma)
             elif op == BLUR:
                 out[op] = blur_image(im, settings.blur_sigma, fast=False)
