@@ -5,7 +5,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from imgtool.backends.cpu import CpuBackend

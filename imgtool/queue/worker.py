@@ -444,7 +444,7 @@ class Worker:
                 if n:
                     log.info("queue: put %d unfinished job(s) back on %s", n, self.keys.jobs)
                 break
-            except (redis.exceptions.RedisError,) as exc:
+            except redis.exceptions.RedisError as exc:
                 if time.monotonic() >= deadline or self._signals > 2:
                     log.warning("queue: cannot reach Redis to put unfinished jobs back (%s); they stay "
                                 "in %s until another worker recovers them", exc, self.keys.inflight(self.id))
