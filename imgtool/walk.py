@@ -31,7 +31,7 @@ def is_candidate(path: Path) -> bool:
     )
 
 
-def walk(root: Path, ordered: bool = True) -> Iterator[Path]:
+def walk(root: Path, ordered: bool = True, on_error=None) -> Iterator[Path]:
     """Candidate images under ``root``, skipping processed/ and hidden folders.
 
     Folders go in name order; inside one, the largest images come first, so
@@ -40,6 +40,7 @@ def walk(root: Path, ordered: bool = True) -> Iterator[Path]:
     "Largest" is the pixel count from the file's header where a folder holds
     few enough files for reading every header to cost nothing next to the
     work, else the file size.  ``ordered=False`` skips the headers (to count).
+    A folder that cannot be read is passed to ``on_error(folder, exc)``.
     """
     stack = [Path(root)]
     while stack:
@@ -58,7 +59,9 @@ def walk(root: Path, ordered: bool = True) -> Iterator[Path]:
                             files.append((-entry.stat().st_size, entry.name))
                     except OSError:
                         files.append((0, entry.name))  # let the pipeline name the problem
-        except OSError:
+        except OSError as exc:
+            if on_error is not None:
+                on_error(folder, exc)
             continue
         if ordered and len(files) <= HEADER_ORDER_LIMIT:
             files = [(-_pixels(folder / name, -size), name) for size, name in files]

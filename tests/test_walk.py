@@ -43,3 +43,12 @@ def test_more_pixels_first_even_in_a_smaller_file(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 10)
     assert (tmp_path / "flat.png").stat().st_size < (tmp_path / "noise.png").stat().st_size
     assert [p.name for p in walk(tmp_path)] == ["flat.png", "noise.png", "broken.png"]
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    gone = tmp_path / "gone"
+    seen = []
+    assert list(walk(gone, on_error=lambda folder, exc: seen.append((folder, type(exc))))) == []
+    assert seen == [(gone, FileNotFoundError)]
+    assert [p.name for p in walk(tmp_path, on_error=lambda *a: seen.append(a))] == ["a.jpg"] and len(seen) == 1

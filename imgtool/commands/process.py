@@ -20,7 +20,7 @@ from .options import jobs_option, processing_options, settings_from_options, ver
 log = logging.getLogger("imgtool")
 
 
-def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list) -> Iterator[Task]:
+def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list, unreadable: list) -> Iterator[Task]:
     """One task per input, in argument order; folders walked, duplicates dropped.
 
     Two inputs whose outputs would have the same names (``a.jpg`` and
@@ -34,7 +34,8 @@ def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list) -> It
     seen_inputs: set[str] = set()
     seen: dict[str, dict[str, str]] = {}  # output folder -> jobId -> first input
     for arg in paths:
-        sources = [(arg, arg.parent)] if not arg.is_dir() else ((p, arg) for p in walk(arg))
+        sources = ([(arg, arg.parent)] if not arg.is_dir()
+                   else ((p, arg) for p in walk(arg, on_error=lambda d, e: unreadable.append((d, e)))))
         for src, base in sources:
             if several:
                 key = str(src.resolve())
@@ -89,10 +90,11 @@ def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
     _check_paths(paths)
     quiet = ctx.obj.get("verbose", 0) < 0
     collisions: list = []
-    tasks = _tasks(paths, output, collisions)
+    unreadable: list = []  # folders the walk could not list
+    tasks = _tasks(paths, output, collisions, unreadable)
 
     if dry_run:
-        return _dry_run(tasks, settings, force, as_json, collisions)
+        return _dry_run(tasks, settings, force, as_json, collisions, unreadable)
 
     pipe = Pipeline(settings, backend=backend, jobs=jobs)
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -110,6 +112,10 @@ def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
             counts["failed"] += 1
             err = ImgtoolError(f"its outputs would overwrite those of {first}", task.src)
             _report(Result(task, "failed", error=err), as_json, bar)
+        for folder, exc in unreadable:
+            counts["failed"] += 1
+            err = ImgtoolError(f"cannot list this folder ({exc.strerror or exc})", folder)
+            _report(Result(Task(folder, folder), "failed", error=err), as_json, bar)
     except KeyboardInterrupt:
         pipe.stop()
         if bar is not None:
@@ -168,7 +174,7 @@ def _report(res: Result, as_json: bool, bar) -> None:
                   res.duration_ms)
 
 
-def _dry_run(tasks, settings, force, as_json, collisions) -> int:
+def _dry_run(tasks, settings, force, as_json, collisions, unreadable) -> int:
     pipe = Pipeline(settings, backend="cpu", jobs=1)
     n = 0
     for task in tasks:
@@ -183,8 +189,10 @@ def _dry_run(tasks, settings, force, as_json, collisions) -> int:
             click.echo(f"{task.src}: {verb} {outs}")
     for task, first in collisions:
         click.echo(f"Error: {task.src}: its outputs would overwrite those of {first}", err=True)
+    for folder, exc in unreadable:
+        click.echo(f"Error: {folder}: cannot list this folder ({exc.strerror or exc})", err=True)
     click.echo(f"{n} to process (dry run: nothing written)", err=True)
-    return 1 if collisions else 0
+    return 1 if collisions or unreadable else 0
 
 
 COMMANDS = [process]
