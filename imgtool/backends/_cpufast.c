@@ -83,8 +83,13 @@ static void hsum121(const uint8_t *p, uint16_t *out, Py_ssize_t w, int c) {
 }
 
 static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h, int c, int sp) {
-    Py_ssize_t n = w * c;
-    uint8_t *row = malloc((size_t)n);
+    /* The sums run over the source's own pixel layout where that needs no
+       conversion: RGB packed (3), or RGB padded to 4 bytes (the padding byte
+       is summed and dropped on output), which reads the rows in place.
+       RGBA is premultiplied into a row buffer first. */
+    int k = (c == 3) ? sp : 4; /* channels the sums carry */
+    Py_ssize_t n = w * k;
+    uint8_t *row = malloc((size_t)w * 4);
     uint16_t *ring = malloc((size_t)n * 3 * sizeof(uint16_t));
     if (!row || !ring) {
         free(row);
@@ -93,18 +98,28 @@ static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h,
     }
     uint16_t *rows[3] = {ring, ring + n, ring + 2 * n};
     /* rows[0] = sums of line y-1, rows[1] = line y, rows[2] = line y+1 (clamped). */
-    hsum121(line_of(src, row, 0, w, c, sp), rows[1], w, c);
+#define LINE(y) (c == 3 ? src + (y) * w * sp : line_of(src, row, (y), w, c, sp))
+    hsum121(LINE(0), rows[1], w, k);
     memcpy(rows[0], rows[1], (size_t)n * sizeof(uint16_t));
     for (Py_ssize_t y = 0; y < h; y++) {
         if (y + 1 < h) {
-            hsum121(line_of(src, row, y + 1, w, c, sp), rows[2], w, c);
+            hsum121(LINE(y + 1), rows[2], w, k);
         } else {
             memcpy(rows[2], rows[1], (size_t)n * sizeof(uint16_t));
         }
-        uint8_t *out = dst + y * n;
+        uint8_t *out = dst + y * w * c;
         const uint16_t *a = rows[0], *b = rows[1], *d = rows[2];
-        for (Py_ssize_t i = 0; i < n; i++)
-            out[i] = (uint8_t)((a[i] + 2 * b[i] + d[i] + 8) >> 4);
+        if (k == c) {
+            for (Py_ssize_t i = 0; i < n; i++)
+                out[i] = (uint8_t)((a[i] + 2 * b[i] + d[i] + 8) >> 4);
+        } else { /* 4 summed, 3 kept: whole pixels into row, then packed */
+            for (Py_ssize_t i = 0; i < n; i++)
+                row[i] = (uint8_t)((a[i] + 2 * b[i] + d[i] + 8) >> 4);
+            /* 4-byte stores, each overlapping the next pixel's: one fast loop. */
+            for (Py_ssize_t x = 0; x + 1 < w; x++)
+                memcpy(out + 3 * x, row + 4 * x, 4);
+            memcpy(out + 3 * (w - 1), row + 4 * (w - 1), 3);
+        }
         if (c == 4)
             unpremultiply_row(out, w);
         uint16_t *t = rows[0];
@@ -112,6 +127,7 @@ static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h,
         rows[1] = rows[2];
         rows[2] = t;
     }
+#undef LINE
     free(row);
     free(ring);
     return 0;
