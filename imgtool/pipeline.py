@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from . import imageio
 from .backends import Backend, get_backend
-from .errors import ImgtoolError, ResourceExhausted, from_os_error
+from .errors import ImgtoolError, ResourceExhausted
 from .ops import Settings, job_id_for, output_name
 
 log = logging.getLogger("imgtool")
@@ -21,6 +21,13 @@ log = logging.getLogger("imgtool")
 # How many images may be queued or in work per worker thread: enough to keep
 # every core busy, few enough that memory stays bounded on huge folders.
 IN_FLIGHT_PER_WORKER = 2
+
+
+def default_jobs() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class Interrupted(BaseException):
@@ -81,7 +88,7 @@ class Pipeline:
     ):
         self.settings = settings
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
-        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.jobs = max(1, jobs or default_jobs())
         self.stop_event = threading.Event()
         # Held while outputs are being renamed into place, so that stop()
         # returns only once no write is half done.
@@ -146,14 +153,13 @@ class Pipeline:
                 for op, data in encoded.items():
                     imageio.write_atomic(targets[op], data)
                     written[op] = targets[op]
-        except BaseException as exc:
+        except BaseException:
+            # write_atomic names OS failures itself; here only undo this attempt.
             for p in written.values():
                 try:
                     p.unlink()
                 except OSError:
                     pass
-            if isinstance(exc, OSError):
-                raise from_os_error(exc, targets[op], writing=True) from exc
             raise
         return written
 

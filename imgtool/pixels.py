@@ -44,10 +44,6 @@ class Pixels:
         return "RGBA" if self.channels == 4 else "RGB"
 
     @classmethod
-    def from_image(cls, im: Image.Image) -> "Pixels":
-        return cls(im.width, im.height, len(im.mode), image_bytes(im))
-
-    @classmethod
     def from_array(cls, a) -> "Pixels":
         """A view of a C-contiguous uint8 (h, w, 3|4) array (no copy)."""
         import numpy as np

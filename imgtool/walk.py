@@ -22,13 +22,14 @@ def is_ignored_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(TEMP_SUFFIXES) or is_output_name(name)
 
 
+def is_image_name(name: str) -> bool:
+    """An image suffix, and not hidden, temporary or one of imgtool's outputs."""
+    return not is_ignored_name(name) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
 def is_candidate(path: Path) -> bool:
     """True for a file name that looks like an image we should take."""
-    return (
-        not is_ignored_name(path.name)
-        and path.suffix.lower() in IMAGE_SUFFIXES
-        and PROCESSED_DIR not in path.parent.parts
-    )
+    return is_image_name(path.name) and PROCESSED_DIR not in path.parent.parts
 
 
 def walk(root: Path, ordered: bool = True, on_error=None) -> Iterator[Path]:
@@ -53,9 +54,7 @@ def walk(root: Path, ordered: bool = True, on_error=None) -> Iterator[Path]:
                         if entry.is_dir(follow_symlinks=False):  # as os.walk: no loops
                             if entry.name != PROCESSED_DIR and not entry.name.startswith("."):
                                 subdirs.append(entry.name)
-                        elif not is_ignored_name(entry.name) and (
-                            os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-                        ):
+                        elif is_image_name(entry.name):
                             files.append((-entry.stat().st_size, entry.name))
                     except OSError:
                         files.append((0, entry.name))  # let the pipeline name the problem

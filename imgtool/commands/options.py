@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import click
 
@@ -53,10 +52,6 @@ def _positive_sigma(ctx, param, value):
     if value is not None and not (0 < value <= MAX_BLUR_SIGMA):
         raise click.BadParameter(f"must be > 0 and <= {MAX_BLUR_SIGMA:g}")
     return value
-
-
-def default_jobs() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def processing_options(f):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from ..pipeline import Pipeline, Result
+from ..pipeline import Pipeline, Result, default_jobs
 from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
-from .options import default_jobs, jobs_option, processing_options, settings_from_options, verbosity_options
+from .options import jobs_option, processing_options, settings_from_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
