@@ -561,21 +561,14 @@ class _Dispatcher:
                     *mults, premul, unpremul,
                     block=(bx, by, 1), grid=_grid(nw, bx, nh, by), stream=slot.stream,
                 )
-            elif kind == "h":
+            else:  # one Lanczos pass: horizontal to ow columns, or vertical to oh rows
                 d_bounds = slot.upload(f"bounds{i}", bounds)
                 d_coeffs = slot.upload(f"coeffs{i}", coeffs)
-                mod.get_function("resample_h")(
-                    cur, dst, np.int32(cw), np.int32(ch), np.int32(ow), d_bounds, d_coeffs,
+                out_len, grid = (ow, _grid(ow, bx, ch, by)) if kind == "h" else (oh, _grid(cw, bx, oh, by))
+                mod.get_function(f"resample_{kind}")(
+                    cur, dst, np.int32(cw), np.int32(ch), np.int32(out_len), d_bounds, d_coeffs,
                     np.int32(ksize), premul, unpremul,
-                    block=(bx, by, 1), grid=_grid(ow, bx, ch, by), stream=slot.stream,
-                )
-            else:
-                d_bounds = slot.upload(f"bounds{i}", bounds)
-                d_coeffs = slot.upload(f"coeffs{i}", coeffs)
-                mod.get_function("resample_v")(
-                    cur, dst, np.int32(cw), np.int32(ch), np.int32(oh), d_bounds, d_coeffs,
-                    np.int32(ksize), premul, unpremul,
-                    block=(bx, by, 1), grid=_grid(cw, bx, oh, by), stream=slot.stream,
+                    block=(bx, by, 1), grid=grid, stream=slot.stream,
                 )
             cur, cw, ch = dst, nw, nh
         return cur
