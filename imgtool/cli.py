@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -113,3 +114,32 @@ def main(argv=None) -> None:
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
         sys.exit(EXIT_FAILURES)
     sys.exit(rc if isinstance(rc, int) else EXIT_OK)
+
+
+def run() -> None:
+    """The console script: ``main``, then exit without tearing the interpreter down.
+
+    By the time a command returns every output is written, renamed into place
+    and closed, and every thread it started has stopped or is a daemon with
+    nothing left to do; what remains at exit is freeing modules and memory,
+    which takes 15-25 ms per run for nothing.  Streams and logging are flushed
+    first.  A traceback (``-v``) still goes through the normal exit.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    else:  # pragma: no cover - main always exits
+        code = EXIT_OK
+    if code is None:
+        code = EXIT_OK
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = EXIT_FAILURES
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
