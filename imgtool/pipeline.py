@@ -15,6 +15,7 @@ from . import imageio
 from .backends import Backend, get_backend
 from .errors import ImgtoolError, ResourceExhausted
 from .ops import Settings, job_id_for, output_name
+from .pixels import Scratch
 
 log = logging.getLogger("imgtool")
 
@@ -93,6 +94,8 @@ class Pipeline:
         # Held while outputs are being renamed into place, so that stop()
         # returns only once no write is half done.
         self._write_lock = threading.Lock()
+        # Each thread's output buffers, reused from one image to the next.
+        self._local = threading.local()
 
     @property
     def backend_name(self) -> str:
@@ -132,7 +135,7 @@ class Pipeline:
         img = imageio.decode_image(task.src, settings.max_pixels)
         size = img.size
         self._check_stop()
-        pixels = self.backend.apply_image(img, settings)
+        pixels = self.backend.apply_image(img, settings, self._scratch())
         del img
         encoded = {}
         for op in settings.ops:
@@ -162,6 +165,12 @@ class Pipeline:
                     pass
             raise
         return written
+
+    def _scratch(self) -> Scratch:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = Scratch()
+        return scratch
 
     def stop(self) -> None:
         """Stop every worker at its next step; return once no write is in progress."""

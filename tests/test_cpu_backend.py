@@ -127,7 +127,7 @@ def test_c_halfsize_matches_pillow_path(h, w, c):
     if cpu._cpufast is None:
         pytest.skip("built without a C compiler")
     a = _image(h, w, c)
-    got = np.frombuffer(cpu._cpufast.halfsize(a.tobytes(), w, h, c), np.uint8)
+    got = np.frombuffer(cpu._cpufast.halfsize(a.tobytes(), None, w, h, c), np.uint8)
     assert np.array_equal(got.reshape(max(1, h // 2), max(1, w // 2), c), CpuBackend().halfsize(a))
 
 
@@ -144,8 +144,55 @@ def test_c_blur_into_given_buffer_equals_new_bytes():
         cpu._cpufast.blur121(a.tobytes(), bytearray(10), 30, 40, 4)
 
 
+def test_c_halfsize_into_given_buffer_equals_new_bytes():
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    a = _image(41, 31, 3)
+    dst = bytearray(20 * 15 * 3)
+    assert cpu._cpufast.halfsize(a.tobytes(), dst, 31, 41, 3) is None
+    assert bytes(dst) == cpu._cpufast.halfsize(a.tobytes(), None, 31, 41, 3)
+    with pytest.raises(ValueError, match="dst must hold 900 bytes"):
+        cpu._cpufast.halfsize(a.tobytes(), bytearray(31 * 41 * 3), 31, 41, 3)
+
+
+def test_scratch_reuses_its_buffers_and_keeps_no_more_than_its_limit():
+    from imgtool.pixels import Scratch
+
+    s = Scratch(keep=1000)
+    a = s.take("blur", 600)
+    a[:] = b"x" * 600
+    b = s.take("blur", 400)  # smaller: the same memory
+    assert len(b) == 400 and bytes(b[:3]) == b"xxx"
+    assert s.kept_bytes == 600
+    assert s.take("low-quality", 500) is None  # 600 + 500 would pass the limit
+    assert len(s.take("low-quality", 300)) == 300
+    assert s.kept_bytes == 900
+    c = s.take("blur", 700)  # larger: the old one is dropped, and 700 + 300 fits
+    assert len(c) == 700 and bytes(c[:3]) == b"\0\0\0"
+    assert s.kept_bytes == 1000
+    assert s.take("blur", 800) is None and s.kept_bytes == 300  # not kept either
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-@pytest.mark.parametrize("h, w", [(1, 1), (3, 7), (211, 333), (1500, 1200)])
+def test_outputs_through_a_scratch_equal_fresh_ones_image_after_image(mode):
+    # One thread's buffers carried from image to image, smaller, larger, odd
+    # sizes: every output equals what a call without them gives.
+    from imgtool.pixels import Scratch
+
+    backend, scratch = CpuBackend(), Scratch()
+    c = len(mode)
+    for i, (h, w) in enumerate([(300, 401), (17, 9), (1, 1), (513, 640), (2, 3), (300, 401)]):
+        im = Image.fromarray(_image(h, w, c, seed=i), mode)
+        for settings in (Settings(), Settings(blur_sigma=2.0)):
+            fresh = backend.apply_image(im, settings)
+            reused = backend.apply_image(im, settings, scratch)
+            for op in settings.ops:
+                assert np.array_equal(np.asarray(reused[op]), np.asarray(fresh[op])), (op, h, w)
+    assert 0 < scratch.kept_bytes <= 513 * 640 * c * 5 // 4 + 4 * c
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 9), (9, 1), (2, 2), (3, 7), (211, 333), (1500, 1200)])
 def test_arrow_source_reads_the_image_in_place_with_the_same_results(mode, h, w):
     if cpu._cpufast is None:
         pytest.skip("built without a C compiler")
@@ -160,6 +207,6 @@ def test_arrow_source_reads_the_image_in_place_with_the_same_results(mode, h, w)
     f = cpu._cpufast
     assert f.blur121(source, None, w, h, c) == f.blur121(raw, None, w, h, c)
     assert f.gaussian(source, None, w, h, c, gaussian_weights(1.5)) == f.gaussian(raw, None, w, h, c, gaussian_weights(1.5))
-    assert f.halfsize(source, w, h, c) == f.halfsize(raw, w, h, c)
+    assert f.halfsize(source, None, w, h, c) == f.halfsize(raw, None, w, h, c)
     with pytest.raises(ValueError):
         f.blur121(source, None, w + 1, h, c)  # the export's size is checked

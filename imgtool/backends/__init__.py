@@ -57,11 +57,13 @@ class Backend:
                 out[op] = self.halfsize(img)
         return out
 
-    def apply_image(self, im, settings: Settings) -> dict:
-        """``apply`` for a PIL image (RGB or RGBA), returning PIL images.
+    def apply_image(self, im, settings: Settings, scratch=None) -> dict:
+        """``apply`` for a PIL image (RGB or RGBA), returning PIL images or Pixels.
 
         The pipeline calls this; the cpu backend overrides it to skip the
-        copies into and out of numpy.
+        copies into and out of numpy.  ``scratch`` (a ``pixels.Scratch`` of
+        the calling thread) may hold the outputs: they are then valid until
+        the same thread's next call with it.
         """
         import numpy as np
 

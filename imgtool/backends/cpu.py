@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageFilter
 
 from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size
-from ..pixels import Pixels, image_bytes
+from ..pixels import Pixels, Scratch, image_bytes
 from . import Backend
 
 if TYPE_CHECKING:
@@ -59,23 +59,48 @@ def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
     return im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
 
 
-def c_source(im: Image.Image):
-    """The pixels of ``im`` for the C paths: its Arrow export, read in place, else its bytes."""
+def arrow_source(im: Image.Image):
+    """``im``'s Arrow export for the C paths (its pixels read in place), or None."""
     try:
         return im.__arrow_c_array__()
     except (AttributeError, ValueError):  # an older Pillow, or an image in several blocks
-        return image_bytes(im)
+        return None
 
 
-def blur_raw(raw, width: int, height: int, channels: int, sigma: float | None) -> Pixels:
+def c_source(im: Image.Image):
+    """The pixels of ``im`` for the C paths: its Arrow export, else its bytes (a copy)."""
+    raw = arrow_source(im)
+    return image_bytes(im) if raw is None else raw
+
+
+def _dest(scratch: Scratch | None, key: str, size: int):
+    """Where a C path writes: a scratch buffer, else None (it makes new bytes)."""
+    return scratch.take(key, size) if scratch is not None else None
+
+
+def _written(dst, made):
+    return made if dst is None else dst
+
+
+def blur_raw(raw, width: int, height: int, channels: int, sigma: float | None,
+             scratch: Scratch | None = None) -> Pixels:
     """The C blur of ``c_source(image)`` (``_cpufast`` must be there)."""
+    dst = _dest(scratch, BLUR, width * height * channels)
     if sigma is None:
-        data = _cpufast.blur121(raw, None, width, height, channels)
+        made = _cpufast.blur121(raw, dst, width, height, channels)
     else:
         from .filters import gaussian_weights
 
-        data = _cpufast.gaussian(raw, None, width, height, channels, gaussian_weights(sigma))
-    return Pixels(width, height, channels, data)
+        made = _cpufast.gaussian(raw, dst, width, height, channels, gaussian_weights(sigma))
+    return Pixels(width, height, channels, _written(dst, made))
+
+
+def halfsize_raw(raw, width: int, height: int, channels: int, scratch: Scratch | None = None) -> Pixels:
+    """The C placeholder of ``c_source(image)`` (``_cpufast`` must be there)."""
+    ow, oh = max(1, width // 2), max(1, height // 2)
+    dst = _dest(scratch, LOW_QUALITY, ow * oh * channels)
+    made = _cpufast.halfsize(raw, dst, width, height, channels)
+    return Pixels(ow, oh, channels, _written(dst, made))
 
 
 def blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
@@ -114,7 +139,8 @@ def halfsize_image(im: Image.Image) -> Image.Image:
 class CpuBackend(Backend):
     name = "cpu"
 
-    def apply_image(self, im: Image.Image, settings: Settings) -> dict[str, Image.Image | Pixels]:
+    def apply_image(self, im: Image.Image, settings: Settings,
+                    scratch: Scratch | None = None) -> dict[str, Image.Image | Pixels]:
         w, h = im.size
         channels = len(im.mode)
         raw = None  # the image's pixels for the C paths, taken once
@@ -125,14 +151,16 @@ class CpuBackend(Backend):
                 out[op] = im if (tw, th) == (w, h) else thumbnail_image(im, tw, th)
             elif op == BLUR and _cpufast is not None:
                 raw = raw or c_source(im)
-                out[op] = blur_raw(raw, w, h, channels, settings.blur_sigma)
+                out[op] = blur_raw(raw, w, h, channels, settings.blur_sigma, scratch)
             elif op == BLUR:
                 out[op] = blur_image(im, settings.blur_sigma, fast=False)
-            elif op == LOW_QUALITY and raw is not None:
-                ow, oh = output_size(op, w, h, settings)
-                out[op] = Pixels(ow, oh, channels, _cpufast.halfsize(raw, w, h, channels))
             elif op == LOW_QUALITY:
-                out[op] = halfsize_image(im)  # cheaper than the bytes of the whole image
+                if raw is None and _cpufast is not None:
+                    raw = arrow_source(im)  # not a copy of the whole image for a quarter of it
+                if raw is not None:
+                    out[op] = halfsize_raw(raw, w, h, channels, scratch)
+                else:
+                    out[op] = halfsize_image(im)
         return out
 
     def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
