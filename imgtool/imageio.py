@@ -279,6 +279,7 @@ class _opened:
             if "TIFF" in formats:
                 _quiet_libtiff()
             _allow_pillow_up_to(self.max_pixels)
+            _load_plugins(formats)
             with _decode_errors(self.path, self.format, self.max_pixels):
                 self.file.seek(0)
                 self.image = Image.open(self.file, formats=formats)
@@ -303,6 +304,39 @@ class _opened:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+# Pillow's own plugins for the sniffed formats (HEIF and AVIF from pillow-heif
+# register themselves; Pillow's AVIF plugin is found by its fallback).
+_PLUGINS = {
+    "JPEG": "JpegImagePlugin",
+    "PNG": "PngImagePlugin",
+    "GIF": "GifImagePlugin",
+    "TIFF": "TiffImagePlugin",
+    "BMP": "BmpImagePlugin",
+    "WEBP": "WebPImagePlugin",
+}
+
+
+def _load_plugins(formats: tuple[str, ...]) -> None:
+    """Import the Pillow plugins ``formats`` need, and only those.
+
+    On its first open Pillow imports five plugins whatever the file (its
+    ``preinit``: BMP, GIF, JPEG, PPM, PNG), a third of a JPEG run's start-up
+    before the first decode.  Once the needed ones are registered its
+    ``open`` finds them; for any format not registered, and for every other
+    caller, Pillow's own fallback (``init``, all plugins) still runs.
+    """
+    if getattr(Image, "_initialized", 1) >= 1:
+        return
+    for fmt in formats:
+        if fmt in _PLUGINS and fmt not in Image.OPEN:
+            try:
+                __import__(f"PIL.{_PLUGINS[fmt]}")
+            except ImportError:
+                return  # Pillow's own preinit and init report it their way
+    if all(fmt in Image.OPEN for fmt in formats):
+        Image._initialized = 1  # what preinit sets once it has run
 
 
 def _open_regular_file(path: str | os.PathLike) -> BinaryIO:

@@ -835,3 +835,30 @@ def test_write_atomic_failure_leaves_nothing(tmp_path):
     with pytest.raises(PermanentError, match="directory"):
         imageio.write_atomic(tmp_path / "x.webp", b"data", fsync=True)
     assert _temp_files(tmp_path) == []
+
+
+def test_decoding_imports_only_the_plugins_the_file_needs(tmp_path):
+    # Pillow's first open would import five plugins whatever the file; imgtool
+    # asks only for the sniffed format's, and every other open still works.
+    a = g.photo(40, 30)
+    Image.fromarray(a).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(a).save(tmp_path / "b.png")
+    Image.fromarray(a).save(tmp_path / "c.gif")
+    code = f"""
+import sys
+from PIL import Image
+from imgtool import imageio
+root = {str(tmp_path)!r}
+imageio.decode_image(root + "/a.jpg", 10**8)
+print(sorted(m for m in sys.modules if m.endswith("ImagePlugin")))
+print(imageio.decode_image(root + "/b.png", 10**8).size)
+with Image.open(root + "/c.gif") as im:  # a plain open, no formats: Pillow's fallback
+    print(im.format, im.size)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    plugins, png, gif = out.splitlines()
+    assert "PIL.JpegImagePlugin" in plugins
+    for other in ("Bmp", "Gif", "Ppm", "Png"):  # what Pillow's preinit would have imported
+        assert f"PIL.{other}ImagePlugin" not in plugins
+    assert png == "(40, 30)"
+    assert gif == "GIF (40, 30)"
