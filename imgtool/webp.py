@@ -58,9 +58,11 @@ def _typed(path: str):
 
 
 def _is_ndarray(obj) -> bool:
-    # Without importing numpy: if it was never imported, obj is no array.
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(obj, np.ndarray)
+    # Without importing numpy: if it was never imported, obj is no array.  A
+    # numpy another thread is importing for the first time is in sys.modules
+    # before it has an ndarray, and no array can exist yet either.
+    ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+    return ndarray is not None and isinstance(obj, ndarray)
 
 
 def available() -> bool:

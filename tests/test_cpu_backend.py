@@ -210,3 +210,15 @@ def test_arrow_source_reads_the_image_in_place_with_the_same_results(mode, h, w)
     assert f.halfsize(source, None, w, h, c) == f.halfsize(raw, None, w, h, c)
     with pytest.raises(ValueError):
         f.blur121(source, None, w + 1, h, c)  # the export's size is checked
+
+
+def test_webp_encode_while_another_thread_is_importing_numpy(monkeypatch):
+    # A first import of numpy in progress elsewhere puts a module without
+    # ndarray yet into sys.modules; an encode at that moment must not trip on it.
+    import sys
+    import types
+
+    im = Image.fromarray(_image(20, 30, 3))
+    expected = webp.encode_simple(im, 80, 4, False)
+    monkeypatch.setitem(sys.modules, "numpy", types.ModuleType("numpy"))
+    assert webp.encode_simple(im, 80, 4, False) == expected
