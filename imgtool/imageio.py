@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from PIL import Image, ImageChops, ImageCms
+from PIL import Image, ImageChops
 
 from . import webp
 from .pixels import Pixels
 
-if TYPE_CHECKING:  # numpy is imported where it is used, off the hot path
+if TYPE_CHECKING:  # numpy and lcms are imported where they are used, off the hot path
     import numpy as np
+    from PIL import ImageCms
 
 from .errors import (
     CorruptImage,
@@ -589,7 +590,7 @@ def _to_srgb(im: Image.Image) -> Image.Image:
         return im  # the common case: nothing to convert, nothing copied
     im = _to_8bit(im)  # now one of L, LA, RGB, RGBA, CMYK, LAB
     if im.mode == "LAB":
-        im = ImageCms.applyTransform(im, _lab_to_srgb())
+        im = _cms()[0].applyTransform(im, _lab_to_srgb())
     elif icc is not None:
         im = _apply_profile(im, icc)
     if im.mode in ("L", "CMYK"):  # CMYK left means no usable profile: as browsers show it
@@ -609,7 +610,7 @@ def _apply_profile(im: Image.Image, icc: bytes) -> Image.Image:
         color.putalpha(im.getchannel("A"))
         return color
     transform = _icc_transform(icc, im.mode)
-    return im if transform is None else ImageCms.applyTransform(im, transform)
+    return im if transform is None else _cms()[0].applyTransform(im, transform)
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -662,9 +663,14 @@ def _deep_gray_to_8bit(im: Image.Image) -> Image.Image:
     return out
 
 
-_SRGB = ImageCms.createProfile("sRGB")
-# NOCACHE: lcms's one-pixel cache is not safe when threads share a transform.
-_CMS_FLAGS = ImageCms.Flags.NOCACHE
+@functools.lru_cache(maxsize=1)
+def _cms():
+    """(PIL.ImageCms, the sRGB profile, the transforms' flags), made on first use."""
+    from PIL import ImageCms
+
+    # NOCACHE: lcms's one-pixel cache is not safe when threads share a transform.
+    return ImageCms, ImageCms.createProfile("sRGB"), ImageCms.Flags.NOCACHE
+
 _PROFILE_SPACE_MODES = {"RGB ": ("RGB", "RGBA"), "GRAY": ("L",), "CMYK": ("CMYK",)}
 
 
@@ -678,6 +684,7 @@ def _icc_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
     with this mode (a broken profile, an RGB profile on a gray image): like
     browsers, the pixels are then taken as sRGB (CMYK as bare CMYK).
     """
+    ImageCms, srgb, flags = _cms()
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         space = profile.profile.xcolor_space
@@ -686,7 +693,7 @@ def _icc_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
             return None
         out_mode = "RGBA" if mode == "RGBA" else "RGB"
         transform = ImageCms.buildTransform(
-            profile, _SRGB, mode, out_mode, ImageCms.Intent.PERCEPTUAL, _CMS_FLAGS
+            profile, srgb, mode, out_mode, ImageCms.Intent.PERCEPTUAL, flags
         )
         if mode in ("RGB", "RGBA") and _is_identity(transform, mode):
             return None
@@ -705,14 +712,15 @@ def _is_identity(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
     if mode == "RGBA":
         grid = np.concatenate([grid, np.full(grid.shape[:2] + (1,), 255, np.uint8)], axis=-1)
     sample = Image.fromarray(np.ascontiguousarray(grid))
-    moved = np.asarray(ImageCms.applyTransform(sample, transform)).astype(np.int16) - grid
+    moved = np.asarray(_cms()[0].applyTransform(sample, transform)).astype(np.int16) - grid
     return int(np.abs(moved).max()) <= 1
 
 
 @functools.lru_cache(maxsize=1)
 def _lab_to_srgb() -> ImageCms.ImageCmsTransform:
+    ImageCms, srgb, flags = _cms()
     return ImageCms.buildTransform(
-        ImageCms.createProfile("LAB"), _SRGB, "LAB", "RGB", ImageCms.Intent.PERCEPTUAL, _CMS_FLAGS
+        ImageCms.createProfile("LAB"), srgb, "LAB", "RGB", ImageCms.Intent.PERCEPTUAL, flags
     )
 
 
