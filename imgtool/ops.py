@@ -148,3 +148,19 @@ def output_name(job_id: str, op: str) -> str:
 def is_output_name(name: str) -> bool:
     """True for names imgtool itself writes (``<jobId>_<operation>.webp``)."""
     return name.endswith(".webp") and any(name.endswith(f"_{op}.webp") for op in OPERATIONS)
+
+
+def reduce_factors(
+    in_w: int, in_h: int, out_w: int, out_h: int, gap: float = THUMBNAIL_REDUCING_GAP
+) -> tuple[int, int]:
+    """``Image.resize(..., reducing_gap=gap)``'s reduce factors: ``int(in / out / gap) or 1`` per axis.
+
+    ``(1, 1)`` means no reduce step.  The expression is Pillow's, in the same
+    order and in double precision.
+    """
+    return int(in_w / out_w / gap) or 1, int(in_h / out_h / gap) or 1
+
+
+def reduced_size(in_w: int, in_h: int, fx: int, fy: int) -> tuple[int, int]:
+    """``Image.reduce``'s output size: rounded up (a last, partial block on each axis)."""
+    return (in_w - 1) // fx + 1, (in_h - 1) // fy + 1

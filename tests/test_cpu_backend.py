@@ -222,3 +222,82 @@ def test_webp_encode_while_another_thread_is_importing_numpy(monkeypatch):
     expected = webp.encode_simple(im, 80, 4, False)
     monkeypatch.setitem(sys.modules, "numpy", types.ModuleType("numpy"))
     assert webp.encode_simple(im, 80, 4, False) == expected
+
+
+_LANCZOS_CASES = [
+    # (in w, in h, out w, out h): reductions of every kind, both pass orders,
+    # one pass only, upscales, 1-pixel edges, and the thumbnail's own sizes.
+    (640, 480, 256, 192), (1704, 2272, 256, 341), (4032, 3024, 256, 192), (1024, 768, 256, 192),
+    (300, 2000, 256, 1707), (2000, 300, 256, 38), (300, 900, 300, 100), (900, 300, 100, 300),
+    (257, 64, 256, 64), (64, 257, 64, 256), (17, 13, 40, 29), (1, 1, 1, 1), (1, 50, 1, 7),
+    (50, 1, 7, 1), (3, 5, 1, 1), (511, 383, 256, 191),
+]
+
+
+@pytest.mark.parametrize("w, h, ow, oh", _LANCZOS_CASES)
+def test_c_lanczos_equals_pillow_resize(w, h, ow, oh):
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    im = Image.fromarray(_image(h, w, 3, seed=w * 7 + h))
+    want = im.resize((ow, oh), Image.Resampling.LANCZOS).tobytes()
+    assert cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, ow, oh, (0.0, 0.0, w, h)) == want
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_c_lanczos_with_fractional_boxes_equals_pillow(seed):
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    rng = np.random.default_rng(seed)
+    w, h = (int(v) for v in rng.integers(1, 300, 2))
+    ow, oh = (int(v) for v in rng.integers(1, 200, 2))
+    x0, x1 = sorted(float(v) for v in rng.uniform(0, w, 2))
+    y0, y1 = sorted(float(v) for v in rng.uniform(0, h, 2))
+    im = Image.fromarray(_image(h, w, 3, seed=seed))
+    want = im.resize((ow, oh), Image.Resampling.LANCZOS, box=(x0, y0, x1, y1)).tobytes()
+    got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, ow, oh, (x0, y0, x1, y1))
+    assert got == want, (w, h, ow, oh, (x0, y0, x1, y1))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("w, h", [(4032, 3024), (1704, 2272), (640, 480), (2000, 301), (257, 3000)])
+def test_thumbnail_image_equals_pillow_with_its_reducing_gap(mode, w, h):
+    im = Image.fromarray(_image(h, w, len(mode), seed=h), mode)
+    ow, oh = output_size("thumbnail", w, h, Settings())
+    want = im.resize((ow, oh), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
+    assert np.array_equal(np.asarray(cpu.thumbnail_image(im, ow, oh)), np.asarray(want))
+
+
+def test_c_lanczos_checks_its_arguments():
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    im = Image.fromarray(_image(20, 30, 3))
+    src = cpu.arrow_source(im)
+    with pytest.raises(ValueError, match="inside the image"):
+        cpu._cpufast.lanczos(src, None, 30, 20, 10, 10, (0.0, 0.0, 31.0, 20.0))
+    with pytest.raises(ValueError, match=">= 1"):
+        cpu._cpufast.lanczos(src, None, 30, 20, 0, 10, (0.0, 0.0, 30.0, 20.0))
+    with pytest.raises(ValueError, match="Arrow export"):
+        cpu._cpufast.lanczos(im.tobytes(), None, 30, 20, 10, 10, (0.0, 0.0, 30.0, 20.0))
+
+
+def test_c_lanczos_plain_loops_equal_the_vector_ones():
+    # Where SSE4.1 is missing (or off) the plain C loops run: the same bytes.
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from PIL import Image
+from imgtool.backends import cpu
+rng = np.random.default_rng(5)
+for w, h, ow, oh in [(640, 480, 256, 192), (300, 2000, 256, 1707), (17, 13, 40, 29), (1, 50, 1, 7)]:
+    im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, ow, oh, (0.0, 0.0, w, h))
+    assert got == im.resize((ow, oh), Image.Resampling.LANCZOS).tobytes(), (w, h, ow, oh)
+print("ok")
+"""
+    env = dict(os.environ, IMGTOOL_NO_SIMD="1")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "ok", run.stderr

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFilter
 
-from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size
+from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size, reduce_factors
 from ..pixels import Pixels, Scratch, image_bytes
 from . import Backend
 
@@ -54,8 +54,26 @@ def as_array(pixels: Image.Image | Pixels) -> np.ndarray:
     return pixels.to_array() if isinstance(pixels, Pixels) else np.asarray(pixels)
 
 
-def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image:
-    # Pillow premultiplies RGBA itself around its reduce and resampler.
+def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image | Pixels:
+    """``im.resize((width, height), LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)``, bit for bit.
+
+    For RGB on a CPU with SSE4.1, Pillow's integer reduce and then the C
+    Lanczos passes (Pillow's arithmetic, four lanes at a time: about half its
+    resampler's time); otherwise, and for RGBA (which Pillow premultiplies
+    around both steps), Pillow's own resize.
+    """
+    if _cpufast is not None and im.mode == "RGB" and _cpufast.simd():
+        w, h = im.size
+        fx, fy = reduce_factors(w, h, width, height, THUMBNAIL_REDUCING_GAP)
+        src, box = im, (0.0, 0.0, float(w), float(h))
+        if fx > 1 or fy > 1:
+            # What Image.resize does for a whole-image box: reduce it all, then
+            # resample the box scaled down with it.
+            src, box = im.reduce((fx, fy)), (0 / fx, 0 / fy, w / fx, h / fy)
+        raw = arrow_source(src)
+        if raw is not None:
+            data = _cpufast.lanczos(raw, None, src.width, src.height, width, height, box)
+            return Pixels(width, height, 3, data)
     return im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
 
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..ops import THUMBNAIL_REDUCING_GAP, blur_radius
+from ..ops import blur_radius, reduce_factors, reduced_size  # noqa: F401 - the kernels' callers import them here
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,22 +108,6 @@ def _lanczos_coefficients(
 
 
 # ---- Pillow's reducing_gap: an integer box reduce before the resampler -------
-
-
-def reduce_factors(
-    in_w: int, in_h: int, out_w: int, out_h: int, gap: float = THUMBNAIL_REDUCING_GAP
-) -> tuple[int, int]:
-    """``Image.resize(..., reducing_gap=gap)``'s reduce factors: ``int(in / out / gap) or 1`` per axis.
-
-    ``(1, 1)`` means no reduce step.  The expression is Pillow's, in the same
-    order and in double precision.
-    """
-    return int(in_w / out_w / gap) or 1, int(in_h / out_h / gap) or 1
-
-
-def reduced_size(in_w: int, in_h: int, fx: int, fy: int) -> tuple[int, int]:
-    """``Image.reduce``'s output size: rounded up (a last, partial block on each axis)."""
-    return (in_w - 1) // fx + 1, (in_h - 1) // fy + 1
 
 
 def reduce_multiplier(n: int) -> int:
