@@ -71,9 +71,10 @@ def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image | P
             # resample the box scaled down with it.
             src, box = im.reduce((fx, fy)), (0 / fx, 0 / fy, w / fx, h / fy)
         raw = arrow_source(src)
-        if raw is not None:
-            data = _cpufast.lanczos(raw, None, src.width, src.height, width, height, box)
-            return Pixels(width, height, 3, data)
+        if raw is None:  # no Arrow export: Pillow's resampler, on the reduce already made
+            return src.resize((width, height), Image.Resampling.LANCZOS, box=box)
+        data = _cpufast.lanczos(raw, None, src.width, src.height, width, height, box)
+        return Pixels(width, height, 3, data)
     return im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
 
 
