@@ -127,15 +127,8 @@ def run() -> None:
     """
     try:
         main()
-    except SystemExit as exc:
-        code = exc.code
-    else:  # pragma: no cover - main always exits
-        code = EXIT_OK
-    if code is None:
-        code = EXIT_OK
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = EXIT_FAILURES
+    except SystemExit as exc:  # main always ends here, with an int code
+        code = exc.code if isinstance(exc.code, int) else EXIT_OK
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
