@@ -1,10 +1,15 @@
-"""Queue mode: one ``imgtool queue`` worker over the corpus, timed like ``imgtool process``.
+"""Queue mode: the throughput of one running ``imgtool queue`` worker over the corpus.
 
 A private redis-server (no persistence) on a free port serves the whole run.
-Each round pushes the corpus with ``imgtool enqueue`` (not timed) under a
-prefix of its own, then times one worker process (``-w`` = the harness' -j)
-from its start to the moment every job is in the done (or failed) list;
-the worker is then sent SIGTERM and drains.
+Each round writes the corpus' jobs with ``imgtool enqueue`` (not timed) into
+a staging list, starts one worker process (``-w`` = the harness' -j) on a
+prefix of its own, and once the worker has registered with Redis (it is in
+the workers set: connected, its pipeline made) hands it every job at once
+(one RPUSH, as an upload server's producers would).  The wall time runs from
+that RPUSH to the moment every job is in the done (or failed) list: a
+worker's throughput, as it serves a queue for hours.  Its start-up, from the
+process' start to its registration, is measured apart (``Measured.ready_s``).
+The worker is then sent SIGTERM and drains.
 """
 
 from __future__ import annotations
@@ -78,9 +83,13 @@ class QueueRig:
         prefix = f"bench{self.rounds}"
         keys = Keys(prefix)
         py = sys.executable
+        staging = Keys(f"{prefix}staging")
         subprocess.run([py, "-m", "imgtool", "enqueue", str(corpus), "--redis", self.url,
-                        "--prefix", prefix, "-o", str(out)], env=env, check=True,
+                        "--prefix", staging.prefix, "-o", str(out)], env=env, check=True,
                        capture_output=True)
+        payloads = self.client.lrange(staging.jobs, 0, -1)
+        if len(payloads) != n_images:
+            raise runner.Failed(f"queue mode: imgtool enqueue wrote {len(payloads)} jobs, not {n_images}")
         worker = [py, "-m", "imgtool", "-q", "queue", "--redis", self.url, "--prefix", prefix,
                   "-w", str(jobs), "--backend", "cpu", "--allow-root", str(corpus),
                   "--allow-root", str(out)]
@@ -88,7 +97,13 @@ class QueueRig:
         def finished() -> bool:
             return self.client.llen(keys.done) + self.client.llen(keys.failed) >= n_images
 
-        m = runner.run([(worker, env)], logs, stop_when=finished)
+        def registered() -> bool:
+            return self.client.scard(keys.workers) > 0
+
+        def hand_over() -> None:
+            self.client.rpush(keys.jobs, *payloads)
+
+        m = runner.run([(worker, env)], logs, stop_when=finished, ready=registered, go=hand_over)
         failed = self.client.llen(keys.failed)
         if failed:
             raise runner.Failed(f"queue mode: {failed} jobs failed: {self.client.lindex(keys.failed, 0)!r}")

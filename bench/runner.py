@@ -30,6 +30,7 @@ class Measured:
     cpu_s: float  # user + system time of every process started
     foreign_share: float  # share of all cores busy with work other than ours meanwhile
     series: list[tuple[float, int]] = field(default_factory=list)  # (t, tree RSS) when kept
+    ready_s: float = 0.0  # with ``ready``: from the start to the moment it held (not in wall_s)
 
 
 def _rss_hwm(pid: int) -> tuple[int, int]:
@@ -56,11 +57,15 @@ def _busy(ct) -> float:
 
 
 def run(cmds: list[tuple[list[str], dict | None]], logs: Path, keep_series: bool = False,
-        interval: float = SAMPLE_INTERVAL_S, stop_when: Callable[[], bool] | None = None) -> Measured:
+        interval: float = SAMPLE_INTERVAL_S, stop_when: Callable[[], bool] | None = None,
+        ready: Callable[[], bool] | None = None, go: Callable[[], None] | None = None) -> Measured:
     """Start every (argv, env) at once and wait for all; raise Failed on a non-zero exit.
 
     With ``stop_when`` (for a long-running worker), the wall time ends the first
     time it returns True; the processes are then sent SIGTERM and waited for.
+    With ``ready`` as well, the wall time starts instead the first time
+    ``ready()`` returns True, right after ``go()`` is called (hand a running
+    worker its work); ``stop_when`` is asked only after that.
     """
     logs.mkdir(parents=True, exist_ok=True)
     me = psutil.Process()
@@ -89,8 +94,13 @@ def run(cmds: list[tuple[list[str], dict | None]], logs: Path, keep_series: bool
     hwm: dict[int, int] = {}
     roots = [psutil.Process(p.pid) for p in procs]
     stopped_at = None
+    started_at = None if ready is not None else 0.0
     while any(w.is_alive() for w in waiters):
-        if stop_when is not None and stopped_at is None and stop_when():
+        if started_at is None and ready():
+            started_at = time.perf_counter() - t0
+            if go is not None:
+                go()
+        if stop_when is not None and started_at is not None and stopped_at is None and stop_when():
             stopped_at = time.perf_counter() - t0
             for p in procs:
                 if p.returncode is None:
@@ -115,7 +125,7 @@ def run(cmds: list[tuple[list[str], dict | None]], logs: Path, keep_series: bool
     for w in waiters:
         w.join()
     elapsed = time.perf_counter() - t0
-    wall = elapsed if stopped_at is None else stopped_at
+    wall = (elapsed if stopped_at is None else stopped_at) - (started_at or 0.0)
     for e in errs:
         e.close()
     sys1 = psutil.cpu_times()
@@ -128,6 +138,8 @@ def run(cmds: list[tuple[list[str], dict | None]], logs: Path, keep_series: bool
         if p.returncode != 0:
             tail = (logs / f"stderr-{i}.txt").read_text(errors="replace")[-2000:]
             raise Failed(f"{' '.join(cmds[i][0])} exited {p.returncode}:\n{tail}")
+    if started_at is None:
+        raise Failed(f"{' '.join(cmds[0][0])} exited before it was ready; see {logs}")
     if stop_when is not None and stopped_at is None:
         raise Failed(f"{' '.join(cmds[0][0])} exited before its work was done; see {logs}")
     return Measured(
@@ -137,4 +149,5 @@ def run(cmds: list[tuple[list[str], dict | None]], logs: Path, keep_series: bool
         cpu_s=own,
         foreign_share=foreign,
         series=series,
+        ready_s=started_at,
     )
