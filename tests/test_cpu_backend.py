@@ -280,8 +280,30 @@ def test_c_lanczos_checks_its_arguments():
         cpu._cpufast.lanczos(im.tobytes(), None, 30, 20, 10, 10, (0.0, 0.0, 30.0, 20.0))
 
 
-def test_c_lanczos_plain_loops_equal_the_vector_ones():
-    # Where SSE4.1 is missing (or off) the plain C loops run: the same bytes.
+# Every width up to past two of the vector blur's 8-pixel steps, and its edges
+# on both sides of them, for each source layout.
+BLUR_WIDTHS = [*range(1, 45), 63, 64, 65, 301]
+
+
+@pytest.mark.parametrize("h", [1, 2, 3, 6])
+def test_c_blur121_of_rgb_equals_the_reference_at_every_width(h):
+    # RGB runs vector loops (AVX2) where the CPU has them: packed bytes and
+    # Pillow's 4-byte pixels read in place, each against the numpy contract.
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    for w in BLUR_WIDTHS:
+        a = _image(h, w, 3, seed=w)
+        ref = _blur121_numpy(a).tobytes()
+        assert cpu._cpufast.blur121(a.tobytes(), None, w, h, 3) == ref, (h, w, "packed")
+        assert cpu._cpufast.blur121(cpu.arrow_source(Image.fromarray(a)), None, w, h, 3) == ref, (h, w, "RGBX")
+        # Into a buffer with guard bytes after it: no store lands past the image.
+        guarded = bytearray(b"\xa5" * (len(ref) + 32))
+        cpu._cpufast.blur121(cpu.arrow_source(Image.fromarray(a)), memoryview(guarded)[:len(ref)], w, h, 3)
+        assert guarded[:len(ref)] == ref and guarded[len(ref):] == b"\xa5" * 32, (h, w, "guard")
+
+
+def test_c_plain_loops_equal_the_vector_ones():
+    # Where SSE4.1/AVX2 are missing (or off) the plain C loops run: the same bytes.
     if cpu._cpufast is None:
         pytest.skip("built without a C compiler")
     import subprocess
@@ -291,13 +313,20 @@ def test_c_lanczos_plain_loops_equal_the_vector_ones():
 import numpy as np
 from PIL import Image
 from imgtool.backends import cpu
+from imgtool.backends.cpu import _blur121_numpy
+assert not cpu._cpufast.simd()
 rng = np.random.default_rng(5)
 for w, h, ow, oh in [(640, 480, 256, 192), (300, 2000, 256, 1707), (17, 13, 40, 29), (1, 50, 1, 7)]:
     im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, ow, oh, (0.0, 0.0, w, h))
     assert got == im.resize((ow, oh), Image.Resampling.LANCZOS).tobytes(), (w, h, ow, oh)
+for w in %r:
+    a = rng.integers(0, 256, (3, w, 3), dtype=np.uint8)
+    ref = _blur121_numpy(a).tobytes()
+    assert cpu._cpufast.blur121(a.tobytes(), None, w, 3, 3) == ref, w
+    assert cpu._cpufast.blur121(cpu.arrow_source(Image.fromarray(a)), None, w, 3, 3) == ref, w
 print("ok")
-"""
+""" % (BLUR_WIDTHS,)
     env = dict(os.environ, IMGTOOL_NO_SIMD="1")
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.stdout.strip() == "ok", run.stderr

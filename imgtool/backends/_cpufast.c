@@ -6,7 +6,9 @@
  * of h * w * c bytes, c = 3 or 4 (straight alpha), or Pillow's Arrow export
  * of the image (read in place, 4 bytes a pixel), give h * w * c bytes, do the
  * premultiplication of RGBA themselves exactly as Pillow's RGBA <-> RGBa
- * conversions do, and run without the GIL.
+ * conversions do, and run without the GIL.  Where the CPU has them, the RGB
+ * blur runs AVX2 loops and the thumbnail's Lanczos passes SSE4.1 ones, each
+ * the plain loops' integer arithmetic (IMGTOOL_NO_SIMD=1 runs the plain ones).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -14,6 +16,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define HAVE_X86_SIMD 1
+/* Whether this CPU runs a vector loop; IMGTOOL_NO_SIMD=1 turns them all off
+   (the plain C loops, what other CPUs run), for the tests. */
+static int simd_allowed(void) {
+    static int known = -1;
+    if (known < 0) {
+        const char *off = getenv("IMGTOOL_NO_SIMD");
+        known = !(off && *off && strcmp(off, "0") != 0);
+    }
+    return known;
+}
+static int use_sse41(void) {
+    static int known = -1;
+    if (known < 0)
+        known = simd_allowed() && __builtin_cpu_supports("sse4.1");
+    return known;
+}
+static int use_avx2(void) {
+    static int known = -1;
+    if (known < 0)
+        known = simd_allowed() && __builtin_cpu_supports("avx2");
+    return known;
+}
+#else
+#define HAVE_X86_SIMD 0
+static int use_sse41(void) { return 0; }
+static int use_avx2(void) { return 0; }
+#endif
 
 static inline uint8_t muldiv255(unsigned v, unsigned a) {
     unsigned t = v * a + 128;
@@ -132,6 +165,93 @@ static int blur121(const uint8_t *src, uint8_t *dst, Py_ssize_t w, Py_ssize_t h,
     free(ring);
     return 0;
 }
+
+#if HAVE_X86_SIMD
+/* blur121 of RGB (sp 3: packed, or 4: RGBX read in place) with AVX2, the
+   same integer sums in the other order: down the three lines first (byte by
+   byte, so the layout does not matter), then [1 2 1] across, 16 lanes at a
+   time.  Every sum is at most 16 * 255 + 8: 16-bit lanes hold it. */
+__attribute__((target("avx2"))) static int blur121_rgb_avx2(const uint8_t *src, uint8_t *dst, Py_ssize_t w,
+                                                            Py_ssize_t h, int sp) {
+    Py_ssize_t n = w * sp;
+    uint16_t *v = malloc((size_t)n * sizeof(uint16_t));
+    if (!v)
+        return -1;
+    /* RGBX lanes to RGB bytes within each 128-bit half: 12 bytes kept, 4 zeroed. */
+    const __m256i drop_x = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                                            0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    const __m256i eight = _mm256_set1_epi16(8);
+    for (Py_ssize_t y = 0; y < h; y++) {
+        const uint8_t *a = src + (y > 0 ? y - 1 : 0) * n, *b = src + y * n, *c = src + (y + 1 < h ? y + 1 : y) * n;
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m256i va = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(a + i)));
+            __m256i vb = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + i)));
+            __m256i vc = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(c + i)));
+            __m256i sum = _mm256_add_epi16(_mm256_add_epi16(va, vc), _mm256_slli_epi16(vb, 1));
+            _mm256_storeu_si256((__m256i *)(v + i), sum);
+        }
+        for (; i < n; i++)
+            v[i] = (uint16_t)(a[i] + 2 * b[i] + c[i]);
+
+        uint8_t *out = dst + y * w * 3;
+        if (w == 1) {
+            for (int k = 0; k < 3; k++)
+                out[k] = (uint8_t)((4 * v[k] + 8) >> 4);
+            continue;
+        }
+        Py_ssize_t x = 1; /* pixel 0 and from x on: the plain loop below */
+        if (sp == 4) {
+            /* 8 pixels: lanes 4x .. 4x + 31, reading one pixel beyond each end
+               (x + 9 <= w), and bytes 3x .. 3x + 27 stored (the last 4 belong to
+               pixels x + 8 and x + 9, written after): x + 10 <= w. */
+            for (; x + 10 <= w; x += 8) {
+                const uint16_t *m = v + 4 * x;
+                __m256i s0 = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_loadu_si256((const __m256i *)(m - 4)),
+                                     _mm256_loadu_si256((const __m256i *)(m + 4))),
+                    _mm256_add_epi16(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)m), 1), eight));
+                __m256i s1 = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_loadu_si256((const __m256i *)(m + 12)),
+                                     _mm256_loadu_si256((const __m256i *)(m + 20))),
+                    _mm256_add_epi16(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(m + 16)), 1), eight));
+                __m256i px = _mm256_packus_epi16(_mm256_srli_epi16(s0, 4), _mm256_srli_epi16(s1, 4));
+                px = _mm256_permute4x64_epi64(px, _MM_SHUFFLE(3, 1, 2, 0)); /* pixels x .. x + 7 in order */
+                px = _mm256_shuffle_epi8(px, drop_x);
+                _mm_storeu_si128((__m128i *)(out + 3 * x), _mm256_castsi256_si128(px));
+                _mm_storeu_si128((__m128i *)(out + 3 * x + 12), _mm256_extracti128_si256(px, 1));
+            }
+        } else {
+            /* 16 lanes from 3x, reading 3 beyond each end: 3x + 19 <= n. */
+            for (; 3 * x + 19 <= n; x += 16 / 3) {
+                /* x steps by 5 pixels (15 lanes) so each store starts on a pixel;
+                   the 16th byte is the next pixel's first, rewritten after. */
+                const uint16_t *m = v + 3 * x;
+                __m256i s0 = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_loadu_si256((const __m256i *)(m - 3)),
+                                     _mm256_loadu_si256((const __m256i *)(m + 3))),
+                    _mm256_add_epi16(_mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)m), 1), eight));
+                s0 = _mm256_srli_epi16(s0, 4);
+                __m128i px = _mm_packus_epi16(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+                _mm_storeu_si128((__m128i *)(out + 3 * x), px);
+            }
+        }
+        for (int k = 0; k < 3; k++)
+            out[k] = (uint8_t)((3 * v[k] + v[sp + k] + 8) >> 4);
+        for (; x < w - 1; x++)
+            for (int k = 0; k < 3; k++) {
+                Py_ssize_t j = x * sp + k;
+                out[3 * x + k] = (uint8_t)((v[j - sp] + 2 * v[j] + v[j + sp] + 8) >> 4);
+            }
+        for (int k = 0; k < 3; k++) {
+            Py_ssize_t j = (w - 1) * sp + k;
+            out[3 * (w - 1) + k] = (uint8_t)((v[j - sp] + 3 * v[j] + 8) >> 4);
+        }
+    }
+    free(v);
+    return 0;
+}
+#endif
 
 /* float32 taps along a row with clamped ends; taps summed in order, as numpy does. */
 static void hgauss(const uint8_t *p, float *out, Py_ssize_t w, int c, const float *taps, int r) {
@@ -332,7 +452,12 @@ static PyObject *py_blur121(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = blur121(src.pixels, dst.buf, w, h, c, src.sp);
+#if HAVE_X86_SIMD
+    if (c == 3 && use_avx2())
+        rc = blur121_rgb_avx2(src.pixels, dst.buf, w, h, src.sp);
+    else
+#endif
+        rc = blur121(src.pixels, dst.buf, w, h, c, src.sp);
     Py_END_ALLOW_THREADS
     release_source(&src);
     PyBuffer_Release(&dst);
@@ -559,9 +684,7 @@ static void pass_v(const uint8_t *src, int width, uint8_t *dst, int out_h, int o
     }
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#define HAVE_SSE41_PATH 1
+#if HAVE_X86_SIMD
 
 /* The same sums, four lanes at a time (SSE4.1's 32-bit multiply): one pixel's
    four bytes per tap across, or four bytes of a row per tap down. */
@@ -632,22 +755,11 @@ __attribute__((target("sse4.1"))) static void pass_v_sse41(const uint8_t *src, i
     }
 }
 
-static int use_sse41(void) {
-    static int known = -1;
-    if (known < 0) { /* IMGTOOL_NO_SIMD=1: the plain C loops (what other CPUs run), for the tests */
-        const char *off = getenv("IMGTOOL_NO_SIMD");
-        known = (off && *off && strcmp(off, "0") != 0) ? 0 : (__builtin_cpu_supports("sse4.1") ? 1 : 0);
-    }
-    return known;
-}
-#else
-#define HAVE_SSE41_PATH 0
-static int use_sse41(void) { return 0; }
 #endif
 
 static void pass_h_any(const uint8_t *src, Py_ssize_t in_w, uint8_t *dst, int out_w, int out_c, int rows,
                        const Coeffs *c) {
-#if HAVE_SSE41_PATH
+#if HAVE_X86_SIMD
     if (use_sse41()) {
         pass_h_sse41(src, in_w, dst, out_w, out_c, rows, c);
         return;
@@ -657,7 +769,7 @@ static void pass_h_any(const uint8_t *src, Py_ssize_t in_w, uint8_t *dst, int ou
 }
 
 static int pass_v_any(const uint8_t *src, int width, uint8_t *dst, int out_h, int out_c, const Coeffs *c) {
-#if HAVE_SSE41_PATH
+#if HAVE_X86_SIMD
     if (use_sse41()) {
         pass_v_sse41(src, width, dst, out_h, out_c, c);
         return 0;
