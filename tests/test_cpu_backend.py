@@ -267,6 +267,40 @@ def test_thumbnail_image_equals_pillow_with_its_reducing_gap(mode, w, h):
     assert np.array_equal(np.asarray(cpu.thumbnail_image(im, ow, oh)), np.asarray(want))
 
 
+# Image sizes with and without partial last blocks, factors of both parities
+# and 1 on one axis (Pillow has code of its own for 1xN, Nx1, 2x2 ... 5x5).
+_REDUCE_SIZES = [(1, 1), (2, 3), (7, 5), (33, 17), (100, 60), (641, 481), (1001, 753)]
+_REDUCE_FACTORS = [(1, 2), (2, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 5), (7, 3), (2, 9), (17, 4)]
+
+
+@pytest.mark.parametrize("w, h", _REDUCE_SIZES)
+def test_c_reduce_equals_pillow_reduce_exactly(w, h):
+    # A box of the whole reduced image at its own size is no resampling: the
+    # output is the reduce itself, partial last column and row included.
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    im = Image.fromarray(_image(h, w, 3, seed=w + h))
+    for fx, fy in _REDUCE_FACTORS:
+        want = im.reduce((fx, fy))
+        rw, rh = want.size
+        got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, rw, rh, (0.0, 0.0, rw, rh), (fx, fy))
+        assert got == want.tobytes(), (w, h, fx, fy)
+
+
+@pytest.mark.parametrize("w, h", [(641, 481), (1001, 753), (4032, 301)])
+def test_c_reduce_then_lanczos_equals_pillow(w, h):
+    if cpu._cpufast is None:
+        pytest.skip("built without a C compiler")
+    im = Image.fromarray(_image(h, w, 3, seed=w))
+    for fx, fy in _REDUCE_FACTORS:
+        rw, rh = im.reduce((fx, fy)).size
+        box = (0.0, 0.0, w / fx, h / fy)
+        for ow, oh in [(max(1, rw // 3), max(1, rh // 2)), (min(256, rw + 5), max(1, rh - 1))]:
+            want = im.reduce((fx, fy)).resize((ow, oh), Image.Resampling.LANCZOS, box=box).tobytes()
+            got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, ow, oh, box, (fx, fy))
+            assert got == want, (w, h, fx, fy, ow, oh)
+
+
 def test_c_lanczos_checks_its_arguments():
     if cpu._cpufast is None:
         pytest.skip("built without a C compiler")
@@ -278,6 +312,10 @@ def test_c_lanczos_checks_its_arguments():
         cpu._cpufast.lanczos(src, None, 30, 20, 0, 10, (0.0, 0.0, 30.0, 20.0))
     with pytest.raises(ValueError, match="Arrow export"):
         cpu._cpufast.lanczos(im.tobytes(), None, 30, 20, 10, 10, (0.0, 0.0, 30.0, 20.0))
+    with pytest.raises(ValueError, match="reduce factors"):
+        cpu._cpufast.lanczos(src, None, 30, 20, 10, 10, (0.0, 0.0, 15.0, 10.0), (0, 2))
+    with pytest.raises(ValueError, match="inside the image"):  # the box is the reduced image's
+        cpu._cpufast.lanczos(src, None, 30, 20, 10, 10, (0.0, 0.0, 16.0, 10.0), (2, 2))
 
 
 # Every width up to past two of the vector blur's 8-pixel steps, and its edges
@@ -320,6 +358,12 @@ for w, h, ow, oh in [(640, 480, 256, 192), (300, 2000, 256, 1707), (17, 13, 40, 
     im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, ow, oh, (0.0, 0.0, w, h))
     assert got == im.resize((ow, oh), Image.Resampling.LANCZOS).tobytes(), (w, h, ow, oh)
+for w, h, fx, fy in [(641, 481, 2, 2), (1001, 753, 5, 5), (33, 17, 7, 3)]:
+    im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    want = im.reduce((fx, fy))
+    rw, rh = want.size
+    got = cpu._cpufast.lanczos(cpu.arrow_source(im), None, w, h, rw, rh, (0.0, 0.0, rw, rh), (fx, fy))
+    assert got == want.tobytes(), (w, h, fx, fy)
 for w in %r:
     a = rng.integers(0, 256, (3, w, 3), dtype=np.uint8)
     ref = _blur121_numpy(a).tobytes()

@@ -783,6 +783,126 @@ static int pass_v_any(const uint8_t *src, int width, uint8_t *dst, int out_h, in
     return 0;
 }
 
+/* ---- Pillow's integer box reduce (Reduce.c), before the Lanczos passes ----
+ *
+ * Image.reduce((fx, fy)) of RGBX into RGBX, ceil(w / fx) x ceil(h / fy): each
+ * output pixel is the block of inputs [x*fx, min((x+1)*fx, w)) x [y*fy,
+ * min((y+1)*fy, h)) of n pixels, ((sum + n / 2) * m) >> 24 in uint32, m being
+ * Pillow's division_UINT32(n, 8) in single precision (the last column and
+ * row are partial blocks with their own n).  The padding byte is summed
+ * like the others and never read after. */
+static uint32_t reduce_mult(uint32_t n) {
+    uint32_t dividend = 256u * n;
+    if (!dividend)
+        return 0;
+    float q = 4294967296.0f / (float)dividend;
+    return (uint32_t)q;
+}
+
+/* Sums down rows y0 .. y0 + bh - 1 of every byte lane, into col. */
+static void reduce_column_sums(const uint8_t *src, Py_ssize_t n, Py_ssize_t y0, int bh, uint32_t *col) {
+    const uint8_t *p = src + y0 * n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        col[i] = p[i];
+    for (int r = 1; r < bh; r++) {
+        p += n;
+        for (Py_ssize_t i = 0; i < n; i++)
+            col[i] += p[i];
+    }
+}
+
+#if HAVE_X86_SIMD
+/* The same sums 16 lanes at a time in 16 bits (bh <= 257: 257 * 255 fits). */
+__attribute__((target("avx2"))) static void reduce_column_sums_avx2(const uint8_t *src, Py_ssize_t n, Py_ssize_t y0,
+                                                                    int bh, uint32_t *col) {
+    const uint8_t *top = src + y0 * n;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const uint8_t *p = top + i;
+        __m256i sum = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+        for (int r = 1; r < bh; r++) {
+            p += n;
+            sum = _mm256_add_epi16(sum, _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p)));
+        }
+        _mm256_storeu_si256((__m256i *)(col + i), _mm256_cvtepu16_epi32(_mm256_castsi256_si128(sum)));
+        _mm256_storeu_si256((__m256i *)(col + i + 8), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(sum, 1)));
+    }
+    for (; i < n; i++) {
+        const uint8_t *p = top + i;
+        uint32_t v = 0;
+        for (int r = 0; r < bh; r++, p += n)
+            v += *p;
+        col[i] = v;
+    }
+}
+
+/* Whole blocks across (the first `blocks` output pixels), a pixel's four
+   lanes at a time: the same uint32 sums, multiply and shift. */
+__attribute__((target("avx2"))) static void reduce_across_avx2(const uint32_t *col, Py_ssize_t blocks, int fx,
+                                                               uint32_t amend, uint32_t m, uint8_t *out) {
+    const __m128i a = _mm_set1_epi32((int)amend), mm = _mm_set1_epi32((int)m);
+    for (Py_ssize_t ox = 0; ox < blocks; ox++) {
+        const uint32_t *c = col + ox * fx * 4;
+        __m128i s = a;
+        for (int i = 0; i < fx; i++)
+            s = _mm_add_epi32(s, _mm_loadu_si128((const __m128i *)(c + 4 * i)));
+        s = _mm_srli_epi32(_mm_mullo_epi32(s, mm), 24);
+        s = _mm_packus_epi16(_mm_packus_epi32(s, s), s);
+        uint32_t px = (uint32_t)_mm_cvtsi128_si32(s);
+        memcpy(out + 4 * ox, &px, 4);
+    }
+}
+#endif
+
+static int reduce_rgbx(const uint8_t *src, Py_ssize_t w, Py_ssize_t h, int fx, int fy, uint8_t *dst) {
+    Py_ssize_t ow = (w - 1) / fx + 1, oh = (h - 1) / fy + 1, n = w * 4;
+    int rx = (int)(w % fx), ry = (int)(h % fy); /* the partial last column and row, 0 when none */
+    uint32_t ufx = (uint32_t)fx, ufy = (uint32_t)fy, urx = (uint32_t)rx, ury = (uint32_t)ry;
+    uint32_t m_full = reduce_mult(ufx * ufy), m_col = reduce_mult(urx * ufy);
+    uint32_t m_row = reduce_mult(ufx * ury), m_corner = reduce_mult(urx * ury);
+    uint32_t *col = malloc((size_t)n * sizeof(uint32_t));
+    if (!col)
+        return -1;
+    for (Py_ssize_t oy = 0; oy < oh; oy++) {
+        Py_ssize_t y0 = oy * fy;
+        int bh = (int)(h - y0 < fy ? h - y0 : fy);
+#if HAVE_X86_SIMD
+        if (bh <= 257 && use_avx2())
+            reduce_column_sums_avx2(src, n, y0, bh, col);
+        else
+#endif
+            reduce_column_sums(src, n, y0, bh, col);
+        uint8_t *out = dst + oy * ow * 4;
+        Py_ssize_t ox = 0;
+#if HAVE_X86_SIMD
+        if (use_avx2()) {
+            ox = w / fx; /* the whole blocks */
+            reduce_across_avx2(col, ox, fx, (uint32_t)fx * (uint32_t)bh / 2, bh == fy ? m_full : m_row, out);
+        }
+#endif
+        for (; ox < ow; ox++) {
+            Py_ssize_t x0 = ox * fx;
+            int bw = (int)(w - x0 < fx ? w - x0 : fx);
+            uint32_t m = bw == fx ? (bh == fy ? m_full : m_row) : (bh == fy ? m_col : m_corner);
+            uint32_t amend = (uint32_t)bw * (uint32_t)bh / 2;
+            const uint32_t *c = col + x0 * 4;
+            uint32_t s0 = amend, s1 = amend, s2 = amend, s3 = amend;
+            for (int i = 0; i < bw; i++, c += 4) {
+                s0 += c[0];
+                s1 += c[1];
+                s2 += c[2];
+                s3 += c[3];
+            }
+            out[4 * ox + 0] = (uint8_t)((s0 * m) >> 24);
+            out[4 * ox + 1] = (uint8_t)((s1 * m) >> 24);
+            out[4 * ox + 2] = (uint8_t)((s2 * m) >> 24);
+            out[4 * ox + 3] = (uint8_t)((s3 * m) >> 24);
+        }
+    }
+    free(col);
+    return 0;
+}
+
 /* Pillow's ImagingResampleInner for one RGBX image into packed RGB. */
 static int lanczos_rgb(const uint8_t *src, int in_w, int in_h, uint8_t *dst, int out_w, int out_h,
                        const float box[4]) {
@@ -838,16 +958,19 @@ static PyObject *py_lanczos(PyObject *self, PyObject *args) {
     Py_ssize_t w, h;
     int ow, oh;
     float box[4];
+    int fx = 1, fy = 1;
     Source src;
     Py_buffer dst;
-    if (!PyArg_ParseTuple(args, "OOnnii(ffff)", &src_obj, &dst_obj, &w, &h, &ow, &oh, &box[0], &box[1],
-                          &box[2], &box[3]))
+    if (!PyArg_ParseTuple(args, "OOnnii(ffff)|(ii)", &src_obj, &dst_obj, &w, &h, &ow, &oh, &box[0], &box[1],
+                          &box[2], &box[3], &fx, &fy))
         return NULL;
-    if (ow < 1 || oh < 1 || w > INT32_MAX || h > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "output sizes must be >= 1");
+    if (ow < 1 || oh < 1 || w > INT32_MAX || h > INT32_MAX || fx < 1 || fy < 1 || fx > 65535 || fy > 65535) {
+        PyErr_SetString(PyExc_ValueError, "output sizes must be >= 1 and reduce factors 1 to 65535");
         return NULL;
     }
-    if (!(box[0] >= 0 && box[1] >= 0 && box[2] <= w && box[3] <= h && box[2] - box[0] >= 0 &&
+    /* The box is in the reduced image's coordinates. */
+    Py_ssize_t rw = (w - 1) / fx + 1, rh = (h - 1) / fy + 1;
+    if (!(box[0] >= 0 && box[1] >= 0 && box[2] <= rw && box[3] <= rh && box[2] - box[0] >= 0 &&
           box[3] - box[1] >= 0)) {
         PyErr_SetString(PyExc_ValueError, "the box must lie inside the image");
         return NULL;
@@ -863,9 +986,16 @@ static PyObject *py_lanczos(PyObject *self, PyObject *args) {
         release_source(&src);
         return NULL;
     }
-    int rc;
+    int rc = -1;
     Py_BEGIN_ALLOW_THREADS
-    rc = lanczos_rgb(src.pixels, (int)w, (int)h, dst.buf, ow, oh, box);
+    if (fx == 1 && fy == 1) {
+        rc = lanczos_rgb(src.pixels, (int)w, (int)h, dst.buf, ow, oh, box);
+    } else {
+        uint8_t *reduced = malloc((size_t)rw * rh * 4);
+        if (reduced && reduce_rgbx(src.pixels, w, h, fx, fy, reduced) == 0)
+            rc = lanczos_rgb(reduced, (int)rw, (int)rh, dst.buf, ow, oh, box);
+        free(reduced);
+    }
     Py_END_ALLOW_THREADS
     release_source(&src);
     PyBuffer_Release(&dst);
@@ -878,8 +1008,9 @@ static PyMethodDef methods[] = {
      "clamped; dst holds max(1, width // 2) * max(1, height // 2) * channels bytes."},
     {"simd", py_simd, METH_NOARGS, "simd() -> bool: whether lanczos runs its vector loops here (else plain C, slower than Pillow's)."},
     {"lanczos", py_lanczos, METH_VARARGS,
-     "lanczos(src, dst, width, height, out_width, out_height, (x0, y0, x1, y1)): dst None returns new bytes.\n"
-     "Image.resize((out_width, out_height), LANCZOS, box) of an RGB image's Arrow export, bit for bit, as packed RGB."},
+     "lanczos(src, dst, width, height, out_width, out_height, (x0, y0, x1, y1)[, (fx, fy)]): dst None returns new\n"
+     "bytes.  Image.resize((out_width, out_height), LANCZOS, box) of an RGB image's Arrow export, bit for bit, as packed\n"
+     "RGB; with (fx, fy), of its Image.reduce((fx, fy)) instead, the box in the reduced image's coordinates."},
     {"blur121", py_blur121, METH_VARARGS,
      "blur121(src, dst, width, height, channels): dst None returns new bytes.  The [1 2 1] x [1 2 1] / 16 blur, clamped edges,\n"
      "premultiplied alpha; src and dst are contiguous buffers of straight RGB/RGBA pixels."},
