@@ -64,8 +64,8 @@ def run(cmds: list[tuple[list[str], dict | None]], logs: Path, keep_series: bool
     With ``stop_when`` (for a long-running worker), the wall time ends the first
     time it returns True; the processes are then sent SIGTERM and waited for.
     With ``ready`` as well, the wall time starts instead the first time
-    ``ready()`` returns True, right after ``go()`` is called (hand a running
-    worker its work); ``stop_when`` is asked only after that.
+    ``ready()`` returns True, just before ``go()`` is called (to hand a
+    running worker its work); ``stop_when`` is asked only after that.
     """
     logs.mkdir(parents=True, exist_ok=True)
     me = psutil.Process()

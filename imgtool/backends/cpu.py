@@ -57,10 +57,10 @@ def as_array(pixels: Image.Image | Pixels) -> np.ndarray:
 def thumbnail_image(im: Image.Image, width: int, height: int) -> Image.Image | Pixels:
     """``im.resize((width, height), LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)``, bit for bit.
 
-    For RGB on a CPU with SSE4.1, Pillow's integer reduce and then its
-    Lanczos passes in C (Pillow's arithmetic, the reduce's sums with AVX2,
-    the passes four lanes at a time: about a third of Pillow's time), in one
-    call without the GIL; otherwise, and for RGBA (which Pillow
+    For RGB on a CPU with SSE4.1, Pillow's integer reduce and Lanczos
+    passes redone in C with Pillow's arithmetic (the reduce's sums with
+    AVX2, the passes four lanes at a time), in one call without the GIL:
+    about a third of Pillow's time.  Otherwise, and for RGBA (which Pillow
     premultiplies around both steps), Pillow's own resize.
     """
     if _cpufast is not None and im.mode == "RGB" and _cpufast.simd():
