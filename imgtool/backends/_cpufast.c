@@ -7,8 +7,9 @@
  * of the image (read in place, 4 bytes a pixel), give h * w * c bytes, do the
  * premultiplication of RGBA themselves exactly as Pillow's RGBA <-> RGBa
  * conversions do, and run without the GIL.  Where the CPU has them, the RGB
- * blur runs AVX2 loops and the thumbnail's Lanczos passes SSE4.1 ones, each
- * the plain loops' integer arithmetic (IMGTOOL_NO_SIMD=1 runs the plain ones).
+ * blur and the thumbnail's box reduce run AVX2 loops and its Lanczos passes
+ * SSE4.1 ones, each the plain loops' integer arithmetic (IMGTOOL_NO_SIMD=1
+ * runs the plain ones).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
