@@ -73,16 +73,16 @@ SCRATCH_KEEP_BYTES = 64 << 20
 # Anonymous memory the kernel maps in one call (MAP_POPULATE, Linux) instead
 # of one page fault per page at first touch, and without the GIL: about 12 ms
 # for a 12 MP photo's blur and placeholder against 20 ms for a bytearray.
-_POPULATE_FLAGS = (getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
-                   | getattr(mmap, "MAP_POPULATE", 0))
+_POPULATE_FLAGS = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+                   if hasattr(mmap, "MAP_POPULATE") else None)
 
 
 def _new_buffer(size: int):
     """``size`` zero bytes, writable: mapped at once where the OS can, else a bytearray."""
-    if hasattr(mmap, "MAP_POPULATE") and hasattr(mmap, "MAP_ANONYMOUS"):
+    if _POPULATE_FLAGS is not None and size > 0:
         try:
             return mmap.mmap(-1, size, flags=_POPULATE_FLAGS)
-        except (OSError, ValueError):
+        except OSError:  # out of address space or locked-memory limits: the plain way
             pass
     return bytearray(size)
 
