@@ -224,7 +224,7 @@ __attribute__((target("avx2"))) static int blur121_rgb_avx2(const uint8_t *src, 
             }
         } else {
             /* 16 lanes from 3x, reading 3 beyond each end: 3x + 19 <= n. */
-            for (; 3 * x + 19 <= n; x += 16 / 3) {
+            for (; 3 * x + 19 <= n; x += 5) {
                 /* x steps by 5 pixels (15 lanes) so each store starts on a pixel;
                    the 16th byte is the next pixel's first, rewritten after. */
                 const uint16_t *m = v + 3 * x;
