@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from imgtool.webp import load_libwebp
+from imgtool.imageio.libwebp import load_libwebp
 
 from . import EFFORT, OPERATIONS, QUALITY
 

@@ -35,6 +35,7 @@ PHASES = (
     ("imgtool.backends.cpu:CpuBackend", "halfsize", "halfsize (array)", 1),
     ("imgtool.imageio", "encode_webp", "WebP encode (3 per image)", 0),
     ("imgtool.webp", "encode_simple", "libwebp called directly", 1),
+    ("imgtool.imageio.libwebp", "encode_simple", "libwebp called directly", 1),
     ("imgtool.imageio", "write_atomic", "atomic writes (3 per image)", 0),
 )
 

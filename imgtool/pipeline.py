@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import imageio
+from .storage.local import write_atomic
 from .backends import Backend, get_backend
 from .errors import ImgtoolError, ResourceExhausted
 from .ops import Settings, job_id_for, output_name
@@ -154,7 +155,7 @@ class Pipeline:
             with self._write_lock:
                 self._check_stop()
                 for op, data in encoded.items():
-                    imageio.write_atomic(targets[op], data)
+                    write_atomic(targets[op], data)
                     written[op] = targets[op]
         except BaseException:
             # write_atomic names OS failures itself; here only undo this attempt.

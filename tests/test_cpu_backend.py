@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgtool import webp
+from imgtool.imageio import libwebp as webp
 from imgtool.backends import cpu
 from imgtool.backends.cpu import CpuBackend, _blur121_numpy, _gaussian, premultiply, unpremultiply
 from imgtool.ops import THUMBNAIL_REDUCING_GAP, Settings, output_size

@@ -1,11 +1,10 @@
-"""imageio: every real photo decoded right (orientation, colour, alpha, modes, limits) and written safely."""
+"""imageio: every real photo decoded right (orientation, colour, alpha, modes, limits) and encoded."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import stat
 import struct
 import subprocess
 import sys
@@ -26,9 +25,9 @@ from imgtool.errors import (
     ImageTooLarge,
     ImgtoolError,
     InputNotFound,
-    PermanentError,
     UnsupportedFormat,
 )
+from imgtool.imageio import colour, pillow
 
 # Pillow warns about the damage it recovers from; imageio silences that for
 # the CLI, but pytest resets warning filters per test.
@@ -153,7 +152,7 @@ def test_wide_gamut_profiles_are_converted_to_srgb(tmp_path, space, fmt):
 
 def test_srgb_profile_needs_no_transform(tmp_path):
     srgb = g.srgb_profile()
-    assert imageio._icc_transform(srgb, "RGB") is None
+    assert colour.icc_transform(srgb, "RGB") is None
     got = decode_bytes(tmp_path, g.save(PHOTO, "PNG", icc_profile=srgb))
     np.testing.assert_array_equal(got, PHOTO)
 
@@ -502,7 +501,7 @@ def test_heif_and_avif(tmp_path, fmt, alpha):
 
 
 def test_avif_without_a_decoder_is_unsupported(tmp_path, monkeypatch):
-    monkeypatch.setattr(imageio, "_decoder_for", lambda fmt: False)
+    monkeypatch.setattr(pillow, "decoder_for", lambda fmt: False)
     path = write(tmp_path, "a.avif", g.save(PHOTO, "AVIF"))
     with pytest.raises(UnsupportedFormat, match="cannot be decoded here") as info:
         imageio.decode(path, BIG)
@@ -794,47 +793,6 @@ def test_encode_refuses_what_webp_cannot_hold():
         imageio.encode_webp(np.zeros((1, 16384, 3), np.uint8), 80, 0, False)
     with pytest.raises(ValueError):
         imageio.encode_webp(np.zeros((4, 4), np.uint8), 80, 0, False)
-
-
-# --- atomic writes ------------------------------------------------------------------------
-
-
-def _temp_files(folder: Path) -> list[str]:
-    return [p.name for p in folder.rglob("*") if p.name.startswith(".imgtool-") or p.name.endswith(".tmp")]
-
-
-def test_write_atomic_creates_the_folder_and_replaces(tmp_path):
-    target = tmp_path / "a" / "b" / "x.webp"
-    imageio.write_atomic(target, b"one")
-    imageio.write_atomic(target, b"two")
-    assert target.read_bytes() == b"two" and _temp_files(tmp_path) == []
-
-
-def test_write_atomic_replaces_a_symlink_never_follows_it(tmp_path):
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"precious")
-    link = tmp_path / "out.webp"
-    link.symlink_to(victim)
-    imageio.write_atomic(link, b"new")
-    assert not link.is_symlink() and link.read_bytes() == b"new"
-    assert victim.read_bytes() == b"precious"
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
-def test_write_atomic_honours_the_umask(tmp_path, umask):
-    old = os.umask(umask)
-    try:
-        imageio.write_atomic(tmp_path / "x.webp", b"data")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "x.webp").stat().st_mode) == 0o666 & ~umask
-
-
-def test_write_atomic_failure_leaves_nothing(tmp_path):
-    (tmp_path / "x.webp").mkdir()
-    with pytest.raises(PermanentError, match="directory"):
-        imageio.write_atomic(tmp_path / "x.webp", b"data", fsync=True)
-    assert _temp_files(tmp_path) == []
 
 
 def test_decoding_imports_only_the_plugins_the_file_needs(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgtool import webp
+from imgtool.imageio import libwebp as webp
 
 
 def _pillow(im, quality):

@@ -18,25 +18,21 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageFilter
 
 from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size, reduce_factors
+from ..imageio import pillow
 from ..pixels import Pixels, Scratch, image_bytes
 from . import Backend
 
 if TYPE_CHECKING:
     import numpy as np
 
-ARROW_BLOCK_SIZE = 1 << 30  # Pillow's block size, so that a decoded image is one block
-
 try:
     from . import _cpufast
 except ImportError:  # built without a C compiler: the Pillow/numpy paths below
     _cpufast = None
 else:
-    # Pillow keeps a big image in 16 MB blocks unless told otherwise; in one
-    # block, its Arrow export hands the C paths the decoded pixels where they
-    # lie, without a copy.  (A process-wide Pillow setting: one allocation
-    # per image instead of several; nothing else changes.)
-    if Image.core.get_block_size() < ARROW_BLOCK_SIZE:
-        Image.core.set_block_size(ARROW_BLOCK_SIZE)
+    # The C paths read a decoded image in place through its Arrow export,
+    # which needs the image in one memory block.
+    pillow.use_single_block()
 
 # The default blur, [1 2 1] x [1 2 1] / 16, as Pillow's 3x3 filter: with
 # these weights its float sum is exact, so it equals (sum + 8) >> 4.

@@ -57,7 +57,7 @@ def _typed(path: str):
         return None
 
 
-def _is_ndarray(obj) -> bool:
+def is_ndarray(obj) -> bool:
     # Without importing numpy: if it was never imported, obj is no array.  A
     # numpy another thread is importing for the first time is in sys.modules
     # before it has an ndarray, and no array can exist yet either.
@@ -80,7 +80,7 @@ def encode_simple(img, quality: int, effort: int, lossless: bool) -> bytes | Non
     lib = load_libwebp()
     if lib is None:
         return None
-    from .pixels import Pixels, image_bytes
+    from ..pixels import Pixels, image_bytes
 
     # ``img`` stays referenced until the call returns, so the memory ``data``
     # points into lives that long.
@@ -95,7 +95,7 @@ def encode_simple(img, quality: int, effort: int, lossless: bool) -> bytes | Non
                 data = (ctypes.c_char * len(buf)).from_buffer(buf)
             except TypeError:  # a read-only buffer
                 data = bytes(buf)
-    elif _is_ndarray(img):
+    elif is_ndarray(img):
         import numpy as np
 
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):

@@ -1,0 +1,31 @@
+"""Reading and writing image data: sniff, decode (orientation, limits), colour, encode, and Pillow's settings.
+
+The modules, each with one job:
+
+- ``sniff``: the format from a file's first bytes, a named refusal for the rest;
+- ``decode``: a file to an upright sRGB Pillow image, its header checked first;
+- ``colour``: any mode, depth and ICC profile to 8-bit sRGB;
+- ``encode``: computed pixels to WebP bytes (``libwebp``: the simple-API fast path);
+- ``pillow``: every process-wide Pillow setting imgtool makes.
+
+Files and objects are read and written by ``imgtool.storage``; this package
+sees only their bytes.
+"""
+
+from .decode import ImageInfo, Opened, decode, decode_image, open_image, probe
+from .encode import WEBP_CONTENT_TYPE, WEBP_MAX_SIDE, WEBP_SUFFIX, encode_webp
+from .sniff import ACCEPTED_FORMATS
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "WEBP_CONTENT_TYPE",
+    "WEBP_MAX_SIDE",
+    "WEBP_SUFFIX",
+    "ImageInfo",
+    "Opened",
+    "decode",
+    "decode_image",
+    "encode_webp",
+    "open_image",
+    "probe",
+]

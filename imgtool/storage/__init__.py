@@ -1,0 +1,1 @@
+"""The I/O seam: every read and write of inputs and outputs goes through a store."""
