@@ -8,15 +8,15 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import imageio
-from .storage.local import write_atomic
+from . import imageio, storage
 from .backends import Backend, get_backend
 from .errors import ImgtoolError, ResourceExhausted
+from .imageio import WEBP_CONTENT_TYPE
 from .ops import Settings, job_id_for, output_name
 from .pixels import Scratch
+from .storage import Location, Output
 
 log = logging.getLogger("imgtool")
 
@@ -41,25 +41,25 @@ class Interrupted(BaseException):
 
 @dataclass
 class Task:
-    """One input and where its outputs go."""
+    """One input and where its outputs go (locations of their stores: paths, or URLs)."""
 
-    src: Path
-    out_dir: Path
+    src: Location
+    out_dir: Location
     job_id: str | None = None
     settings: Settings | None = None
 
     def __post_init__(self):
-        self.src = Path(self.src)
-        self.out_dir = Path(self.out_dir)
+        self.src = storage.location(self.src)
+        self.out_dir = storage.location(self.out_dir)
         if self.job_id is None:
-            self.job_id = job_id_for(self.src)
+            self.job_id = job_id_for(storage.name(self.src))
 
 
 @dataclass
 class Result:
     task: Task
     status: str  # "done", "skipped" or "failed"
-    outputs: dict[str, Path] = field(default_factory=dict)
+    outputs: dict[str, Location] = field(default_factory=dict)
     error: ImgtoolError | None = None
     duration_ms: float = 0.0
     size: tuple[int, int] | None = None
@@ -102,20 +102,15 @@ class Pipeline:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def outputs(self, task: Task) -> dict[str, Path]:
+    def outputs(self, task: Task) -> dict[str, Location]:
         settings = task.settings or self.settings
-        return {op: task.out_dir / output_name(task.job_id, op) for op in settings.ops}
+        store = storage.for_location(task.out_dir)
+        return {op: store.join(task.out_dir, output_name(task.job_id, op)) for op in settings.ops}
 
     def up_to_date(self, task: Task) -> bool:
-        """True when every output exists and is newer than the input."""
-        try:
-            src_mtime = task.src.stat().st_mtime_ns
-            return all(
-                p.stat().st_mtime_ns >= src_mtime and not p.is_symlink()
-                for p in self.outputs(task).values()
-            )
-        except OSError:
-            return False
+        """True when every output exists and is up to date with the input (its store decides)."""
+        outputs = self.outputs(task)
+        return storage.for_location(task.src).fresh(task.src, {loc: "" for loc in outputs.values()})
 
     def process(self, task: Task, force: bool = True) -> Result:
         """Make ``task``'s outputs, all or none; never raises an ImgtoolError."""
@@ -131,41 +126,32 @@ class Pipeline:
             return Result(task, "failed", error=err, duration_ms=_ms(start))
         return Result(task, "done", outputs, duration_ms=_ms(start), size=size)
 
-    def _run(self, task: Task) -> tuple[dict[str, Path], tuple[int, int]]:
+    def _run(self, task: Task) -> tuple[dict[str, Location], tuple[int, int]]:
         settings = task.settings or self.settings
-        img = imageio.decode_image(task.src, settings.max_pixels)
+        with imageio.open_image(task.src, settings.max_pixels) as opened:
+            img = opened.decode()
         size = img.size
         self._check_stop()
         pixels = self.backend.apply_image(img, settings, self._scratch())
         del img
-        encoded = {}
+        targets = self.outputs(task)
+        encoded = []
         for op in settings.ops:
             self._check_stop()
-            encoded[op] = imageio.encode_webp(
+            data = imageio.encode_webp(
                 pixels.pop(op), settings.quality[op], settings.effort, settings.lossless
             )
+            encoded.append(Output(targets[op], data, WEBP_CONTENT_TYPE))
         self._check_stop()
         return self._write_all(task, encoded), size
 
-    def _write_all(self, task: Task, encoded: dict[str, bytes]) -> dict[str, Path]:
-        """Write every output, or none: those of this attempt are removed on failure."""
-        targets = self.outputs(task)
-        written: dict[str, Path] = {}
-        try:
-            with self._write_lock:
-                self._check_stop()
-                for op, data in encoded.items():
-                    write_atomic(targets[op], data)
-                    written[op] = targets[op]
-        except BaseException:
-            # write_atomic names OS failures itself; here only undo this attempt.
-            for p in written.values():
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-            raise
-        return written
+    def _write_all(self, task: Task, encoded: list[Output]) -> dict[str, Location]:
+        """Write every output, or none (the store removes those of this attempt on failure)."""
+        with self._write_lock:
+            self._check_stop()
+            written = storage.for_location(task.out_dir).write_outputs(encoded)
+        settings = task.settings or self.settings
+        return dict(zip(settings.ops, written))
 
     def _scratch(self) -> Scratch:
         scratch = getattr(self._local, "scratch", None)
@@ -257,3 +243,36 @@ class Pipeline:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+
+# ---- inputs ------------------------------------------------------------------
+
+
+def header_pixels(location: Location) -> int | None:
+    """The pixel count in the header of ``location``, or None when it cannot be read."""
+    try:
+        # Only the header is parsed, and only for the accepted formats.
+        info = imageio.probe(location, max_pixels=1 << 62)
+    except ImgtoolError:
+        return None
+    return info.width * info.height
+
+
+def list_inputs(root: Location, ordered: bool = True, on_error=None) -> Iterator[Location]:
+    """The images under ``root`` that process, watch and enqueue take, largest first in each folder.
+
+    ``ordered=False`` skips reading headers (to count).  A folder that cannot
+    be listed is passed to ``on_error(folder, exc)``.
+    """
+    return storage.for_location(root).list_images(
+        root, ordered=ordered, rank=header_pixels if ordered else None, on_error=on_error)
+
+
+def count_inputs(paths: Iterable[Location]) -> int:
+    """How many inputs ``paths`` (files and folders) hold, as process would take them."""
+    n = 0
+    for p in paths:
+        store = storage.for_location(p)
+        n += sum(1 for _ in list_inputs(p, ordered=False)) if store.kind(p) == "folder" else 1
+    return n

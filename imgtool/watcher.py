@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat as statmod
 import threading
 import time
 from dataclasses import dataclass
@@ -49,8 +48,13 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from .pipeline import Interrupted, Pipeline, Result, Task
-from .walk import default_out_dir, is_candidate, walk
+from . import storage
+from .pipeline import Interrupted, Pipeline, Result, Task, list_inputs
+from .storage import default_out_dir, is_candidate
+from .storage.local import LocalStore
+
+# watchdog watches local folders: every file the watcher looks at is the local store's.
+_files = LocalStore()
 
 log = logging.getLogger("imgtool")
 
@@ -87,21 +91,15 @@ FileKey = tuple  # (size, mtime_ns, inode)
 
 def file_key(path: str | os.PathLike) -> FileKey | None:
     """What identifies one version of a regular file; None when it is gone or not a file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not statmod.S_ISREG(st.st_mode):
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return _files.version(path)
 
 
 def is_watched_candidate(path: str | os.PathLike, root: Path) -> bool:
     """True for an image under ``root`` the watcher should take.
 
-    The rules are walk.is_candidate's, applied to the path below ``root`` so
+    The rules are storage.is_candidate's, applied to the path below ``root`` so
     that a ``processed`` or hidden folder above DIR does not hide everything,
-    plus hidden folders inside DIR (walk() prunes those, is_candidate does not).
+    plus hidden folders inside DIR (listings prune those, is_candidate does not).
     """
     try:
         rel = Path(path).relative_to(root)
@@ -268,7 +266,7 @@ class Watcher:
         initial_scan: bool = True,
         on_result: Callable[[Result], None] | None = None,
     ):
-        self.root = Path(root).resolve()
+        self.root = _files.resolve_folder(root)
         self.pipeline = pipeline
         self.jobs = max(1, jobs or pipeline.jobs)
         self.poll_interval = poll_interval
@@ -422,7 +420,7 @@ class Watcher:
 
     def _scan(self) -> None:
         found = 0
-        for src in walk(self.root):
+        for src in list_inputs(self.root):
             if self._stopping.is_set():
                 return
             path = str(src)
@@ -495,12 +493,8 @@ class Watcher:
         still newer.  Only for files seen changing: a catch-up scan trusts
         mtimes like `imgtool process` does, so a chmod -R redoes nothing.
         """
-        try:
-            changed = os.stat(task.src).st_ctime_ns
-            made = min(p.stat().st_mtime_ns for p in self.pipeline.outputs(task).values())
-        except (OSError, ValueError):
-            return False  # no outputs: the up-to-date check says so itself
-        return changed > made
+        # No outputs: False; the up-to-date check says so itself.
+        return _files.changed_since(task.src, list(self.pipeline.outputs(task).values()))
 
     def _report(self, result: Result) -> None:
         src = result.task.src
@@ -508,10 +502,10 @@ class Watcher:
         with self._count_lock:
             self.counts[result.status] += 1
         if result.status == "done":
-            outs = ", ".join(p.name for p in result.outputs.values())
+            outs = ", ".join(storage.name(p) for p in result.outputs.values())
             log.info("%s -> %s (%.0f ms)", rel, outs, result.duration_ms)
         elif result.status == "failed":
-            if not src.exists():
+            if not _files.exists(src):
                 log.debug("%s: gone before it could be processed", rel)
             else:
                 log.error("%s: %s", rel, result.error.message if result.error else "failed")

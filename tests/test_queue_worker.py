@@ -27,7 +27,7 @@ from imagegen import photo
 from imgtool.ops import job_id_for
 from imgtool.queue.keys import Keys
 from imgtool.queue.protocol import Protocol
-from imgtool.walk import walk
+from imgtool.pipeline import list_inputs as walk
 
 K = Keys()
 OPS = ["thumbnail", "blur", "low-quality"]

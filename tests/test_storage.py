@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from imgtool.errors import PermanentError
-from imgtool.storage.local import write_atomic
+from imgtool import storage
+from imgtool.errors import CorruptImage, InputNotFound, PermanentError, TransientIOError, UnsupportedFormat
+from imgtool.storage import Output
+from imgtool.storage.local import LocalStore, write_atomic
 
 
 # --- atomic writes ------------------------------------------------------------------------
@@ -49,3 +51,93 @@ def test_write_atomic_failure_leaves_nothing(tmp_path):
     with pytest.raises(PermanentError, match="directory"):
         write_atomic(tmp_path / "x.webp", b"data", fsync=True)
     assert _temp_files(tmp_path) == []
+
+
+# --- the local store ------------------------------------------------------------------------
+
+STORE = LocalStore()
+
+
+def test_write_outputs_is_all_or_nothing(tmp_path):
+    out = tmp_path / "processed"
+    (out / "b.webp").mkdir(parents=True)  # a folder where the second output must go
+    outputs = [Output(out / "a.webp", b"A", "image/webp"), Output(out / "b.webp", b"B", "image/webp")]
+    with pytest.raises(PermanentError, match="directory"):
+        STORE.write_outputs(outputs)
+    assert sorted(p.name for p in out.iterdir()) == ["b.webp"] and (out / "b.webp").is_dir()
+    (out / "b.webp").rmdir()
+    assert STORE.write_outputs(outputs) == [out / "a.webp", out / "b.webp"]
+    assert (out / "a.webp").read_bytes() == b"A" and (out / "b.webp").read_bytes() == b"B"
+    assert _temp_files(tmp_path) == []
+
+
+def test_fresh_compares_mtimes_and_refuses_links(tmp_path):
+    src = tmp_path / "a.jpg"
+    src.write_bytes(b"x")
+    out = tmp_path / "a_blur.webp"
+    assert not STORE.fresh(src, {out: "any"})  # missing
+    out.write_bytes(b"y")
+    later = src.stat().st_mtime_ns + 10**9
+    os.utime(out, ns=(later, later))
+    assert STORE.fresh(src, {out: "any"})
+    os.utime(src, ns=(later + 10**9,) * 2)
+    assert not STORE.fresh(src, {out: "any"})  # the input is newer
+    out.unlink()
+    target = tmp_path / "elsewhere.webp"
+    target.write_bytes(b"z")
+    os.utime(target, ns=(later + 2 * 10**9,) * 2)
+    out.symlink_to(target)
+    assert not STORE.fresh(src, {out: "any"})  # a link is never one of our outputs
+
+
+def test_open_input_refuses_what_is_not_a_regular_non_empty_file(tmp_path):
+    with pytest.raises(InputNotFound):
+        STORE.open_input(tmp_path / "nope.jpg")
+    with pytest.raises(UnsupportedFormat, match="directory"):
+        STORE.open_input(tmp_path)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(CorruptImage, match="empty"):
+        STORE.open_input(tmp_path / "empty.jpg")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsupportedFormat, match="regular file"):
+        STORE.open_input(fifo)
+    (tmp_path / "a.jpg").write_bytes(b"12345")
+    with STORE.open_input(tmp_path / "a.jpg") as f:
+        assert f.size == 5 and f.file.read() == b"12345" and f.name == tmp_path / "a.jpg"
+
+
+def test_check_writable(tmp_path):
+    STORE.check_writable(tmp_path)
+    STORE.check_writable(tmp_path / "not" / "yet")  # made when the first output is written
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(PermanentError, match="not a folder"):
+        STORE.check_writable(tmp_path / "file" / "processed")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root may write anywhere
+            with pytest.raises(TransientIOError, match="cannot be written"):
+                STORE.check_writable(locked / "processed")
+    finally:
+        locked.chmod(0o700)
+
+
+class _Prefixed(LocalStore):
+    """A store for ``mem://PATH`` locations, to show the factory picks stores by scheme alone."""
+
+    def location(self, text):
+        return "mem://" + os.fspath(text).removeprefix("mem://")
+
+
+def test_the_factory_picks_the_store_from_the_location(monkeypatch):
+    assert isinstance(storage.for_location("/srv/uploads/a.jpg"), LocalStore)
+    assert isinstance(storage.for_location(Path("relative/a.jpg")), LocalStore)
+    assert storage.location("uploads/a.jpg") == Path("uploads/a.jpg")
+    assert storage.for_location("mem://x") is storage.for_location("/x")  # no such scheme: a path
+    monkeypatch.setitem(storage.SCHEMES, "mem", f"{__name__}:_Prefixed")
+    monkeypatch.setattr(storage, "_stores", {})
+    assert type(storage.for_location("mem://bucket/a.jpg")) is _Prefixed
+    assert storage.location("mem://bucket/a.jpg") == "mem://bucket/a.jpg"
+    assert type(storage.for_location("/bucket/a.jpg")) is LocalStore

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from imgtool.walk import is_candidate, walk
+from imgtool.pipeline import list_inputs as walk
+from imgtool.storage import is_candidate
 
 
 def test_walk_skips_processed_hidden_temporary_and_outputs(tmp_path):

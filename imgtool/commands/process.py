@@ -7,20 +7,19 @@ import logging
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import click
 
+from .. import storage
 from ..errors import ImgtoolError
-from ..pipeline import Pipeline, Result, Task
-from ..walk import count, default_out_dir, walk
+from ..pipeline import Pipeline, Result, Task, count_inputs, list_inputs
 from .options import jobs_option, processing_options, settings_from_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
 
-def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list, unreadable: list) -> Iterator[Task]:
+def _tasks(paths: tuple, output, collisions: list, unreadable: list) -> Iterator[Task]:
     """One task per input, in argument order; folders walked, duplicates dropped.
 
     Two inputs whose outputs would have the same names (``a.jpg`` and
@@ -33,19 +32,21 @@ def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list, unrea
     several = len(paths) > 1
     seen_inputs: set[str] = set()
     seen: dict[str, dict[str, str]] = {}  # output folder -> jobId -> first input
+    out_store = storage.for_location(output) if output is not None else None
     for arg in paths:
-        sources = ([(arg, arg.parent)] if not arg.is_dir()
-                   else ((p, arg) for p in walk(arg, on_error=lambda d, e: unreadable.append((d, e)))))
+        store = storage.for_location(arg)
+        sources = ([(arg, store.parent(arg))] if store.kind(arg) != "folder"
+                   else ((p, arg) for p in list_inputs(arg, on_error=lambda d, e: unreadable.append((d, e)))))
         for src, base in sources:
             if several:
-                key = str(src.resolve())
+                key = store.identity(src)
                 if key in seen_inputs:
                     continue
                 seen_inputs.add(key)
             if output is None:
-                out_dir = default_out_dir(src)
+                out_dir = storage.default_out_dir(src)
             else:
-                out_dir = output / src.parent.relative_to(base) if base != src.parent else output
+                out_dir = out_store.join(output, *store.relative(store.parent(src), base))
             task = Task(src, out_dir)
             folder = str(out_dir)
             if not several and folder not in seen:
@@ -58,17 +59,27 @@ def _tasks(paths: tuple[Path, ...], output: Path | None, collisions: list, unrea
             yield task
 
 
-def _check_paths(paths: tuple[Path, ...]) -> None:
+def _check_paths(paths: tuple) -> None:
     for p in paths:
-        if not p.exists() and not p.is_symlink():
+        kind = storage.for_location(p).kind(p)
+        if kind == "missing":
             raise click.UsageError(f"{p}: no such file or directory")
-        if not p.is_dir() and not p.is_file():
+        if kind == "other":
             raise click.UsageError(f"{p}: not a file or directory")
 
 
+def _locations(ctx, param, value):
+    """Paths and URLs as their stores' locations (a tuple for PATHS, one or None for -o)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(storage.location(v) for v in value)
+    return storage.location(value)
+
+
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), callback=_locations)
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None, callback=_locations,
               help="Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.")
 @processing_options
 @verbosity_options
@@ -141,7 +152,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _progress_bar(quiet: bool, paths: tuple[Path, ...]):
+def _progress_bar(quiet: bool, paths: tuple):
     if quiet or not sys.stderr.isatty():
         return None
     import threading
@@ -150,13 +161,13 @@ def _progress_bar(quiet: bool, paths: tuple[Path, ...]):
 
     bar = tqdm(unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
 
-    def count_inputs():
+    def count():
         # Counted beside the work, so the first image does not wait for a big walk.
-        total = count(paths)
+        total = count_inputs(paths)
         bar.total = total
         bar.refresh()
 
-    threading.Thread(target=count_inputs, daemon=True, name="imgtool-count").start()
+    threading.Thread(target=count, daemon=True, name="imgtool-count").start()
     return bar
 
 
@@ -170,7 +181,7 @@ def _report(res: Result, as_json: bool, bar) -> None:
         else:
             click.echo(line, err=True)
     elif res.status == "done":
-        log.debug("%s -> %s (%.0f ms)", res.task.src, ", ".join(p.name for p in res.outputs.values()),
+        log.debug("%s -> %s (%.0f ms)", res.task.src, ", ".join(storage.name(p) for p in res.outputs.values()),
                   res.duration_ms)
 
 

@@ -6,11 +6,11 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 
 import click
 import redis
 
+from .. import storage
 from ..errors import ImgtoolError
 from ..ops import OPERATIONS, Settings, job_id_for
 from ..queue import defaults as D
@@ -18,7 +18,6 @@ from ..queue.connection import CONNECTION_ERRORS, make_client, redact, resolve_u
 from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
-from ..walk import default_out_dir, walk
 from .options import OpsList, processing_options, settings_from_options, verbosity_options
 
 log = logging.getLogger("imgtool")
@@ -143,23 +142,30 @@ def _options_json(ctx, param, value):
     return options
 
 
-def _inputs(paths: tuple[Path, ...]):
+def _inputs(paths: tuple):
+    from ..pipeline import list_inputs
+
     for arg in paths:
-        if arg.is_dir():
-            yield from walk(arg)
-        elif arg.is_file():
+        arg = storage.location(arg)
+        kind = storage.for_location(arg).kind(arg)
+        if kind == "folder":
+            yield from list_inputs(arg)
+        elif kind == "file":
             yield arg
         else:
             raise click.UsageError(f"{arg}: no such file or directory")
 
 
-def make_job(src: Path, operations, output_dir: Path | None = None, options=None) -> dict:
+def make_job(src, operations, output_dir=None, options=None) -> dict:
     """A job exactly as the upload server builds it (its field order too)."""
-    src = Path(os.path.abspath(src))
+    store = storage.for_location(src)
+    src = store.absolute(store.location(src))
+    out_dir = (storage.for_location(output_dir).absolute(storage.location(output_dir)) if output_dir
+               else storage.default_out_dir(src))
     job = {
-        "jobId": job_id_for(src),
+        "jobId": job_id_for(store.name(src)),
         "inputPath": str(src),
-        "outputDir": str(Path(os.path.abspath(output_dir)) if output_dir else default_out_dir(src)),
+        "outputDir": str(out_dir),
         "operations": list(operations),
         "timestamp": now_ms(),
         "retryCount": 0,
@@ -170,11 +176,11 @@ def make_job(src: Path, operations, output_dir: Path | None = None, options=None
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @redis_options
 @click.option("--ops", type=OpsList(), default=",".join(OPERATIONS), show_default=True,
               help="Operations the jobs ask for, comma-separated.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
               help="outputDir of every job [default: processed/ beside each input, as the upload server does].")
 @click.option("--options", "options", metavar="JSON", default=None, callback=_options_json,
               help='Per-operation parameters, e.g. \'{"thumbnail": {"width": 320}}\'.')

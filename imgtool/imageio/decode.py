@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -15,7 +14,6 @@ from ..errors import (
     ImageTooLarge,
     ImgtoolError,
     ResourceExhausted,
-    UnsupportedFormat,
     from_os_error,
 )
 from . import pillow
@@ -142,7 +140,8 @@ class Opened:
 
 
 def open_image(source, max_pixels: int, name=None) -> Opened:
-    """``source`` opened as an image: a binary file object (``name`` names it in errors) or a path.
+    """``source`` opened as an image: a binary file object (``name`` names it in errors), or a
+    location its store opens (``imgtool.storage``).
 
     Raises the named errors of a missing, unreadable, unsupported or
     over-the-limit file; a file whose data is corrupt further in fails in
@@ -150,7 +149,10 @@ def open_image(source, max_pixels: int, name=None) -> Opened:
     """
     if hasattr(source, "read"):
         return Opened(source, name if name is not None else getattr(source, "name", None), max_pixels)
-    return Opened(_open_regular_file(source), source, max_pixels)
+    from .. import storage
+
+    opened = storage.for_location(source).open_input(source)
+    return Opened(opened.file, opened.name, max_pixels, owned=opened)
 
 
 def probe(path: str | os.PathLike, max_pixels: int) -> ImageInfo:
@@ -188,31 +190,6 @@ def decode_image(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     """
     with open_image(path, max_pixels) as opened:
         return opened.decode()
-
-
-def _open_regular_file(path: str | os.PathLike) -> BinaryIO:
-    """Open ``path`` for reading, refusing anything but a regular file.
-
-    O_NONBLOCK keeps a FIFO from blocking the open forever; it changes nothing
-    for a regular file.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise from_os_error(exc, path) from exc
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise UnsupportedFormat("is a directory, not an image file", path)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsupportedFormat("is not a regular file", path)
-        if st.st_size == 0:
-            raise CorruptImage("empty file (0 bytes)", path)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _mp(pixels: int) -> str:

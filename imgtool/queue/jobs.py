@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ..errors import ImgtoolError, InvalidJob, PathNotAllowed
+from .. import storage
+from ..errors import ImgtoolError, InvalidJob
 from ..ops import OPERATIONS, Settings, output_name
 from .defaults import ALLOW_ROOTS_ENV, FAILED_PAYLOAD_EXCERPT, MAX_PATH_LENGTH, MAX_PAYLOAD_BYTES
 
@@ -57,13 +58,11 @@ class Job:
 
 
 class AllowRoots:
-    """The folders jobs may read from and write to, compared after symlinks are resolved."""
+    """The folders jobs may read from and write to, as their stores compare them (after symlinks)."""
 
     def __init__(self, roots: Iterable[str | os.PathLike] | None):
-        self.roots = tuple(os.path.realpath(os.fspath(r)) for r in (roots or ()))
-        for root in self.roots:
-            if not os.path.isdir(root):
-                raise ValueError(f"allowed root {root} is not a folder")
+        # ValueError for a root its store cannot use (a local one that is no folder).
+        self.roots = tuple(storage.for_location(r).root(r) for r in (roots or ()))
 
     @classmethod
     def from_options(cls, roots: Sequence[str], env: Mapping[str, str] | None = None) -> "AllowRoots":
@@ -76,13 +75,9 @@ class AllowRoots:
     def __bool__(self) -> bool:
         return bool(self.roots)
 
-    def resolve(self, path: str, field: str) -> Path:
-        """``path`` with symlinks resolved; PathNotAllowed when it lands outside every root."""
-        real = os.path.realpath(path)
-        if self.roots and not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots):
-            raise PathNotAllowed(f"{field} resolves to {real}, outside the allowed roots "
-                                 f"({os.pathsep.join(self.roots)})", path)
-        return Path(real)
+    def resolve(self, path: str, field: str):
+        """``path`` as it will be opened (symlinks resolved); PathNotAllowed when it lands outside every root."""
+        return storage.for_location(path).confine(path, self.roots, field)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -141,7 +136,8 @@ def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
     settings = base.with_job_options(options).replace(ops=operations)
     src = roots.resolve(input_path, "inputPath")
     out_dir = roots.resolve(output_dir, "outputDir")
-    outputs = {out_dir / output_name(job_id, op) for op in operations}
+    store = storage.for_location(out_dir)
+    outputs = {store.join(out_dir, output_name(job_id, op)) for op in operations}
     if src in outputs:
         raise InvalidJob("inputPath is one of the job's own outputs", input_path)
     return Job(raw, data, job_id, input_path, output_dir, operations, retry_count, settings, src, out_dir)

@@ -1,1 +1,77 @@
-"""The I/O seam: every read and write of inputs and outputs goes through a store."""
+"""The I/O seam: every read and write of an input or an output goes through a store.
+
+``for_location(text)`` picks the store from a location string: a URL scheme
+in ``SCHEMES`` (``s3://...``) names its store's module, anything else is a
+local path.  Adding a store is one module implementing ``base.Store`` and
+one line in ``SCHEMES``; nothing else branches on where data lives.
+
+``base.py`` is the interface, ``local.py`` the local filesystem, ``names.py``
+the rules of which names are inputs (every store lists by them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+
+from .base import Input, Location, Output, Store
+from .names import PROCESSED_DIR, is_candidate, is_image_name
+
+#: URL scheme -> "module:class" of the store that owns such locations.
+SCHEMES: dict[str, str] = {}
+
+_stores: dict[str, Store] = {}
+_lock = threading.Lock()
+
+
+def scheme_of(location) -> str:
+    """The URL scheme of ``location`` ("" for a local path)."""
+    if isinstance(location, str) and "://" in location:
+        scheme = location.split("://", 1)[0].lower()
+        if scheme in SCHEMES:
+            return scheme
+    return ""
+
+
+def for_location(location) -> Store:
+    """The store that owns ``location`` (a path or URL as given, or a location a store made)."""
+    scheme = scheme_of(location)
+    store = _stores.get(scheme)
+    if store is None:
+        with _lock:
+            store = _stores.get(scheme)
+            if store is None:
+                store = _stores[scheme] = _make(scheme)
+    return store
+
+
+def _make(scheme: str) -> Store:
+    if not scheme:
+        from .local import LocalStore
+
+        return LocalStore()
+    module, _, cls = SCHEMES[scheme].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def location(text: str | os.PathLike) -> Location:
+    """``text`` as its store's location."""
+    return for_location(text).location(text)
+
+
+def name(loc: Location) -> str:
+    """The last component of ``loc``."""
+    return for_location(loc).name(loc)
+
+
+def default_out_dir(src: Location) -> Location:
+    """``processed/`` beside the input, as the upload server lays it out."""
+    store = for_location(src)
+    return store.join(store.parent(src), PROCESSED_DIR)
+
+
+__all__ = [
+    "PROCESSED_DIR", "SCHEMES", "Input", "Location", "Output", "Store", "default_out_dir",
+    "for_location", "is_candidate", "is_image_name", "location", "name", "scheme_of",
+]

@@ -1,11 +1,241 @@
-"""The local filesystem as a store."""
+"""The local filesystem as a store: paths, regular-file reads, atomic all-or-nothing writes, mtimes.
+
+Every open, stat, listing, rename and unlink of an input or an output is
+here.  Confinement (``confine``) resolves a path and compares it with the
+allowed roots; reading and writing then use the resolved path.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat as statmod
 from pathlib import Path
+from typing import BinaryIO, Iterator, Mapping, Sequence
 
-from ..errors import from_os_error
+from ..errors import (
+    CorruptImage,
+    PathNotAllowed,
+    PermanentError,
+    TransientIOError,
+    UnsupportedFormat,
+    from_os_error,
+)
+from .base import Input, Location, OnListError, Output, Rank, Store
+from .names import is_image_name, is_walked_folder
+
+# Up to this many images in one folder are ordered by their headers' pixel counts
+# (reading every header then costs nothing next to the work); past it, by size.
+HEADER_ORDER_LIMIT = 256
+
+
+class LocalInput(Input):
+    def __init__(self, path: Path, file: BinaryIO, st: os.stat_result):
+        self.name = path
+        self.file = file
+        self.size = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+
+
+class LocalStore(Store):
+    """Paths on this machine's filesystems."""
+
+    # -- locations ------------------------------------------------------------------
+
+    def location(self, text) -> Path:
+        return Path(text)
+
+    def name(self, location) -> str:
+        return Path(location).name
+
+    def parent(self, location) -> Path:
+        return Path(location).parent
+
+    def join(self, folder, *names: str) -> Path:
+        return Path(folder).joinpath(*names)
+
+    def relative(self, location, base) -> tuple[str, ...]:
+        return Path(location).relative_to(base).parts
+
+    def absolute(self, location) -> Path:
+        return Path(os.path.abspath(location))
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def kind(self, location) -> str:
+        path = Path(location)
+        if not path.exists() and not path.is_symlink():
+            return "missing"
+        if path.is_dir():
+            return "folder"
+        return "file" if path.is_file() else "other"
+
+    def identity(self, location) -> str:
+        return str(Path(location).resolve())
+
+    def open_input(self, location) -> LocalInput:
+        """Open ``location`` for reading, refusing anything but a regular file.
+
+        O_NONBLOCK keeps a FIFO from blocking the open forever; it changes
+        nothing for a regular file.
+        """
+        path = Path(location)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise from_os_error(exc, path) from exc
+        try:
+            st = os.fstat(fd)
+            if statmod.S_ISDIR(st.st_mode):
+                raise UnsupportedFormat("is a directory, not an image file", path)
+            if not statmod.S_ISREG(st.st_mode):
+                raise UnsupportedFormat("is not a regular file", path)
+            if st.st_size == 0:
+                raise CorruptImage("empty file (0 bytes)", path)
+            return LocalInput(path, os.fdopen(fd, "rb"), st)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def list_images(self, root, *, ordered: bool = True, rank: Rank | None = None,
+                    on_error: OnListError | None = None) -> Iterator[Path]:
+        """Candidate images under ``root``, skipping processed/ and hidden folders.
+
+        Folders go in name order; inside one, the largest images come first, so
+        that with several workers the last image to finish is a small one (the
+        longest-first rule) instead of a big one running alone at the end.
+        "Largest" is ``rank`` (the header's pixel count) where a folder holds
+        few enough files for reading every header to cost nothing next to the
+        work, else the file size.  Symlinked folders are not followed (no loops).
+        """
+        stack = [Path(root)]
+        while stack:
+            folder = stack.pop()
+            files, subdirs = [], []
+            try:
+                with os.scandir(folder) as it:
+                    for entry in it:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):  # as os.walk: no loops
+                                if is_walked_folder(entry.name):
+                                    subdirs.append(entry.name)
+                            elif is_image_name(entry.name):
+                                files.append((-entry.stat().st_size, entry.name))
+                        except OSError:
+                            files.append((0, entry.name))  # let the pipeline name the problem
+            except OSError as exc:
+                if on_error is not None:
+                    on_error(folder, exc)
+                continue
+            if ordered and rank is not None and len(files) <= HEADER_ORDER_LIMIT:
+                files = [(-_ranked(rank, folder / name, -size), name) for size, name in files]
+            for _size, name in sorted(files):
+                yield folder / name
+            stack.extend(folder / d for d in sorted(subdirs, reverse=True))
+
+    # -- outputs ----------------------------------------------------------------------
+
+    def check_writable(self, folder) -> None:
+        """The folder, or the nearest folder above it that exists (where it would be made), is writable."""
+        path = Path(folder)
+        probe = path
+        while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise PermanentError(f"cannot be written: {probe} is not a folder", path)
+        if not os.access(probe, os.W_OK | os.X_OK):
+            reason = os.strerror(errno.EACCES)
+            raise TransientIOError(f"cannot be written ({reason})", path)
+
+    def write_outputs(self, outputs: Sequence[Output]) -> list[Path]:
+        written: list[Path] = []
+        try:
+            for out in outputs:
+                write_atomic(out.location, out.data)
+                written.append(Path(out.location))
+        except BaseException:
+            # write_atomic names OS failures itself; here only undo this attempt.
+            self.remove(written)
+            raise
+        return written
+
+    def remove(self, locations: Sequence[Location]) -> None:
+        for p in locations:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+    def fresh(self, src, outputs: Mapping[Location, str]) -> bool:
+        """Every output exists, is no link and is at least as new as ``src`` (its mtime).
+
+        The settings' fingerprints are not compared yet: a changed option
+        needs ``--force`` to redo up-to-date outputs.
+        """
+        try:
+            src_mtime = os.stat(src).st_mtime_ns
+            return all(os.stat(p).st_mtime_ns >= src_mtime and not os.path.islink(p) for p in outputs)
+        except OSError:
+            return False
+
+    # -- what the watcher asks (it watches local folders only) ------------------------------
+
+    def version(self, location) -> tuple[int, int, int] | None:
+        """(size, mtime_ns, inode) of a regular file: what tells one version of it from the next."""
+        try:
+            st = os.stat(location)
+        except OSError:
+            return None
+        if not statmod.S_ISREG(st.st_mode):
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def changed_since(self, src, outputs: Sequence[Location]) -> bool:
+        """True when ``src`` changed (its ctime, which no one can set) after the oldest output was made.
+
+        An mtime can be set back (cp -p, rsync -t, an older file renamed over
+        the input); a ctime cannot.  False when an output is missing.
+        """
+        try:
+            changed = os.stat(src).st_ctime_ns
+            made = min(os.stat(p).st_mtime_ns for p in outputs)
+        except (OSError, ValueError):
+            return False
+        return changed > made
+
+    def exists(self, location) -> bool:
+        """Whether anything is at ``location`` (links followed)."""
+        return os.path.exists(location)
+
+    def resolve_folder(self, location) -> Path:
+        """``location`` with links and ``..`` resolved (the folder a watch is about)."""
+        return Path(location).resolve()
+
+    # -- confinement --------------------------------------------------------------------
+
+    def root(self, text) -> str:
+        real = os.path.realpath(os.fspath(text))
+        if not os.path.isdir(real):
+            raise ValueError(f"allowed root {real} is not a folder")
+        return real
+
+    def confine(self, location, roots: Sequence[Location], field: str) -> Path:
+        """``location`` with symlinks resolved; PathNotAllowed when it lands outside every root."""
+        real = os.path.realpath(location)
+        local = [os.fspath(r) for r in roots]
+        if local and not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in local):
+            raise PathNotAllowed(f"{field} resolves to {real}, outside the allowed roots "
+                                 f"({os.pathsep.join(local)})", location)
+        return Path(real)
+
+
+def _ranked(rank: Rank, path: Path, fallback: int) -> int:
+    try:
+        value = rank(path)
+    except OSError:
+        value = None
+    return fallback if value is None else value
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
