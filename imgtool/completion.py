@@ -21,9 +21,9 @@ def _options(cmd: click.Command):
         elif isinstance(p.type, click.Path):
             kind = "dir" if not p.type.file_okay else "file"
         elif getattr(p.type, "name", "") == "OPS":
-            from .ops import OPERATIONS
+            from . import ops
 
-            kind, choices = "choice", OPERATIONS
+            kind, choices = "choice", ops.names()
         yield names, (p.help or "").split("\n")[0], kind, choices
 
 

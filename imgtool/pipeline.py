@@ -14,7 +14,8 @@ from . import imageio, storage
 from .backends import Backend, get_backend
 from .errors import ImgtoolError, ResourceExhausted
 from .imageio import WEBP_CONTENT_TYPE
-from .ops import Settings, job_id_for, output_name
+from . import ops
+from .ops import Settings, job_id_for
 from .pixels import Scratch
 from .storage import Location, Output
 
@@ -23,6 +24,8 @@ log = logging.getLogger("imgtool")
 # How many images may be queued or in work per worker thread: enough to keep
 # every core busy, few enough that memory stays bounded on huge folders.
 IN_FLIGHT_PER_WORKER = 2
+# The most images one pool works on at once (-j, -w).
+MAX_JOBS = 256
 
 
 def default_jobs() -> int:
@@ -90,6 +93,7 @@ class Pipeline:
     ):
         self.settings = settings
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.backend.check(settings.ops)
         self.jobs = max(1, jobs or default_jobs())
         self.stop_event = threading.Event()
         # Held while outputs are being renamed into place, so that stop()
@@ -103,14 +107,22 @@ class Pipeline:
         return self.backend.name
 
     def outputs(self, task: Task) -> dict[str, Location]:
+        """Where each of ``task``'s outputs goes, by operation."""
         settings = task.settings or self.settings
         store = storage.for_location(task.out_dir)
-        return {op: store.join(task.out_dir, output_name(task.job_id, op)) for op in settings.ops}
+        return {name: store.join(task.out_dir, ops.get(name).output_name(task.job_id, settings))
+                for name in settings.ops}
 
     def up_to_date(self, task: Task) -> bool:
-        """True when every output exists and is up to date with the input (its store decides)."""
+        """True when every output exists and is up to date with the input (its store decides).
+
+        Each output goes with its operation's fingerprint of the settings that
+        decide it, so a store can tell outputs made with other settings.
+        """
+        settings = task.settings or self.settings
         outputs = self.outputs(task)
-        return storage.for_location(task.src).fresh(task.src, {loc: "" for loc in outputs.values()})
+        fingerprints = {loc: ops.get(name).fingerprint(settings) for name, loc in outputs.items()}
+        return storage.for_location(task.src).fresh(task.src, fingerprints)
 
     def process(self, task: Task, force: bool = True) -> Result:
         """Make ``task``'s outputs, all or none; never raises an ImgtoolError."""

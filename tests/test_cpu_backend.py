@@ -1,14 +1,15 @@
 """The cpu backend's paths agree: the C fast paths, Pillow's filters and the numpy references."""
 
+import math
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from imgtool.imageio import libwebp as webp
 from imgtool.backends import cpu
-from imgtool.backends.cpu import CpuBackend, _blur121_numpy, _gaussian, premultiply, unpremultiply
+from imgtool.backends.cpu import CpuBackend, premultiply, unpremultiply
+from imgtool.imageio import libwebp as webp
 from imgtool.ops import THUMBNAIL_REDUCING_GAP, Settings, output_size
 
 SIZES = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 3), (3, 5), (17, 33), (64, 31), (5, 300), (129, 7)]
@@ -23,11 +24,64 @@ def _image(h, w, c, seed=0):
     return a
 
 
+# ---- references written from the arithmetic contract, not taken from imgtool ----------
+
+
+def _clamped(n: int, offset: int) -> np.ndarray:
+    """Indices 0..n-1 moved by ``offset``, held at the edges (clamp to edge)."""
+    return np.clip(np.arange(n) + offset, 0, n - 1)
+
+
+def blur121_reference(img: np.ndarray) -> np.ndarray:
+    """The old worker's kernel: [1 2 1] down and across, clamped edges, (sum + 8) // 16 in integers."""
+    h, w = img.shape[:2]
+    a = img.astype(np.int64)
+    rows = sum(weight * a[_clamped(h, dy)] for dy, weight in ((-1, 1), (0, 2), (1, 1)))
+    both = sum(weight * rows[:, _clamped(w, dx)] for dx, weight in ((-1, 1), (0, 2), (1, 1)))
+    return ((both + 8) // 16).astype(np.uint8)
+
+
+def gaussian_taps_reference(sigma: float) -> np.ndarray:
+    """exp(-k^2 / 2 sigma^2) for k = -r..r, r = ceil(3 sigma) (at least 1), summing to 1, as float32."""
+    r = max(1, math.ceil(3 * sigma))
+    k = np.arange(-r, r + 1, dtype=np.float64)
+    taps = np.exp(-(k * k) / (2.0 * sigma * sigma))
+    return (taps / taps.sum()).astype(np.float32)
+
+
+def gaussian_reference(img: np.ndarray, sigma: float) -> np.ndarray:
+    """The separable Gaussian: along rows then columns, each a float32 sum taken tap by tap in
+    offset order over clamped neighbours, then rounded half up and clipped to 0..255."""
+    taps = gaussian_taps_reference(sigma)
+    r = len(taps) // 2
+    h, w = img.shape[:2]
+    src = img.astype(np.float32)
+    across = np.zeros(src.shape, np.float32)
+    for i, t in enumerate(taps):
+        across += src[:, _clamped(w, i - r)] * t
+    down = np.zeros(src.shape, np.float32)
+    for i, t in enumerate(taps):
+        down += across[_clamped(h, i - r)] * t
+    return np.clip(np.floor(down + np.float32(0.5)), 0, 255).astype(np.uint8)
+
+
 def _reference(a, sigma):
-    """Straight from the arithmetic contract, in numpy."""
+    """Straight from the arithmetic contract, in numpy, on premultiplied alpha (Pillow's RGBa)."""
     src = premultiply(a) if a.shape[2] == 4 else a
-    out = _blur121_numpy(src) if sigma is None else _gaussian(src, sigma)
+    out = blur121_reference(src) if sigma is None else gaussian_reference(src, sigma)
     return unpremultiply(out) if a.shape[2] == 4 else out
+
+
+def test_the_references_hold_what_the_contract_says():
+    # A lone bright pixel spreads as the kernel's own weights.
+    impulse = np.zeros((5, 5, 3), np.uint8)
+    impulse[2, 2] = 160
+    assert blur121_reference(impulse)[1:4, 1:4, 0].tolist() == [[10, 20, 10], [20, 40, 20], [10, 20, 10]]
+    flat = np.full((4, 7, 4), 77, np.uint8)
+    assert (blur121_reference(flat) == 77).all() and (gaussian_reference(flat, 3.3) == 77).all()
+    taps = gaussian_taps_reference(1.0)
+    assert len(taps) == 7 and abs(float(taps.sum()) - 1) < 1e-6 and taps[3] == taps.max()
+    assert np.array_equal(taps, taps[::-1])
 
 
 def test_c_fast_path_is_built():
@@ -331,7 +385,7 @@ def test_c_blur121_of_rgb_equals_the_reference_at_every_width(h):
         pytest.skip("built without a C compiler")
     for w in BLUR_WIDTHS:
         a = _image(h, w, 3, seed=w)
-        ref = _blur121_numpy(a).tobytes()
+        ref = blur121_reference(a).tobytes()
         assert cpu._cpufast.blur121(a.tobytes(), None, w, h, 3) == ref, (h, w, "packed")
         assert cpu._cpufast.blur121(cpu.arrow_source(Image.fromarray(a)), None, w, h, 3) == ref, (h, w, "RGBX")
         # Into a buffer with guard bytes after it: no store lands past the image.
@@ -348,10 +402,12 @@ def test_c_plain_loops_equal_the_vector_ones():
     import sys
 
     code = """
+import sys
+sys.path.insert(0, %r)
 import numpy as np
 from PIL import Image
 from imgtool.backends import cpu
-from imgtool.backends.cpu import _blur121_numpy
+from test_cpu_backend import blur121_reference
 assert not cpu._cpufast.simd()
 rng = np.random.default_rng(5)
 for w, h, ow, oh in [(640, 480, 256, 192), (300, 2000, 256, 1707), (17, 13, 40, 29), (1, 50, 1, 7)]:
@@ -366,11 +422,11 @@ for w, h, fx, fy in [(641, 481, 2, 2), (1001, 753, 5, 5), (33, 17, 7, 3)]:
     assert got == want.tobytes(), (w, h, fx, fy)
 for w in %r:
     a = rng.integers(0, 256, (3, w, 3), dtype=np.uint8)
-    ref = _blur121_numpy(a).tobytes()
+    ref = blur121_reference(a).tobytes()
     assert cpu._cpufast.blur121(a.tobytes(), None, w, 3, 3) == ref, w
     assert cpu._cpufast.blur121(cpu.arrow_source(Image.fromarray(a)), None, w, 3, 3) == ref, w
 print("ok")
-""" % (BLUR_WIDTHS,)
+""" % (os.path.dirname(os.path.abspath(__file__)), BLUR_WIDTHS)
     env = dict(os.environ, IMGTOOL_NO_SIMD="1")
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.stdout.strip() == "ok", run.stderr

@@ -14,8 +14,9 @@ import threading
 
 from typing import TYPE_CHECKING
 
+from .. import ops
 from ..errors import BackendUnavailable
-from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, Settings, output_size
+from ..ops import Settings
 
 if TYPE_CHECKING:  # numpy is imported where it is used: it costs start-up
     import numpy as np
@@ -26,36 +27,31 @@ BACKENDS = ("auto", "cuda", "cpu")
 
 
 class Backend:
-    """What the pipeline needs from a backend.  Methods must be thread-safe."""
+    """What the pipeline needs from a backend.  Methods must be thread-safe.
+
+    A backend runs the operations it has registered an implementation for
+    (``ops.implement(<its name>, <operation>, ...)``); what an implementation
+    is, is the backend's own business.  It looks them up with
+    ``implementation`` and never compares operation names.
+    """
 
     name = "base"
 
-    def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
-        raise NotImplementedError
+    def implementation(self, op: str):
+        """What this backend registered for ``op``; BackendUnavailable when nothing."""
+        impl = ops.implementation(self.name, op)
+        if impl is None:
+            raise BackendUnavailable(f"the {self.name} backend has no implementation of {op!r}")
+        return impl
 
-    def blur(self, img: np.ndarray, sigma: float | None) -> np.ndarray:
-        raise NotImplementedError
-
-    def halfsize(self, img: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def check(self, operations) -> None:
+        """BackendUnavailable unless this backend can run every one of ``operations``."""
+        for op in operations:
+            self.implementation(op)
 
     def apply(self, img: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
-        """Run every operation of ``settings.ops`` on one image.
-
-        A backend that can do better than one call per operation (the cuda
-        backend uploads the image once) overrides this.
-        """
-        h, w = img.shape[:2]
-        out = {}
-        for op in settings.ops:
-            if op == THUMBNAIL:
-                tw, th = output_size(op, w, h, settings)
-                out[op] = img if (tw, th) == (w, h) else self.thumbnail(img, tw, th)
-            elif op == BLUR:
-                out[op] = self.blur(img, settings.blur_sigma)
-            elif op == LOW_QUALITY:
-                out[op] = self.halfsize(img)
-        return out
+        """Run every operation of ``settings.ops`` on one uint8 (h, w, 3|4) array."""
+        raise NotImplementedError
 
     def apply_image(self, im, settings: Settings, scratch=None) -> dict:
         """``apply`` for a PIL image (RGB or RGBA), returning PIL images or Pixels.

@@ -7,8 +7,10 @@ exactly); the blur runs in the optional C extension ``_cpufast`` when it was
 built, on the image's bytes, and otherwise through Pillow and numpy with the
 same results; the placeholder is a nearest-neighbour resize.  numpy is
 imported only off the hot path (it costs more start-up than some images
-take).  The array methods of the Backend interface wrap the same functions,
-so the kernels' tests compare against exactly what the pipeline runs.
+take).  Each operation's implementation is registered with the registry
+(``ops.implement("cpu", ...)``) and gets the decoded image as a CpuFrame;
+the array methods (``thumbnail``, ``blur``, ``halfsize``) wrap the same
+functions, so the kernels' tests compare against exactly what the pipeline runs.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFilter
 
-from ..ops import BLUR, LOW_QUALITY, THUMBNAIL, THUMBNAIL_REDUCING_GAP, Settings, output_size, reduce_factors
+from .. import ops
 from ..imageio import pillow
+from ..ops import Settings
+from ..ops.blur import BLUR, SIGMA
+from ..ops.low_quality import LOW_QUALITY, half_size
+from ..ops.thumbnail import THUMBNAIL, THUMBNAIL_REDUCING_GAP, reduce_factors
 from ..pixels import Pixels, Scratch, image_bytes
 from . import Backend
+
+CPU = "cpu"
 
 if TYPE_CHECKING:
     import numpy as np
@@ -112,7 +120,7 @@ def blur_raw(raw, width: int, height: int, channels: int, sigma: float | None,
 
 def halfsize_raw(raw, width: int, height: int, channels: int, scratch: Scratch | None = None) -> Pixels:
     """The C placeholder of ``c_source(image)`` (``_cpufast`` must be there)."""
-    ow, oh = max(1, width // 2), max(1, height // 2)
+    ow, oh = half_size(width, height)
     dst = _dest(scratch, LOW_QUALITY, ow * oh * channels)
     made = _cpufast.halfsize(raw, dst, width, height, channels)
     return Pixels(ow, oh, channels, _written(dst, made))
@@ -140,7 +148,7 @@ def blur_array(img: np.ndarray, sigma: float | None, fast: bool = True) -> np.nd
 
 def halfsize_image(im: Image.Image) -> Image.Image:
     w, h = im.size
-    ow, oh = max(1, w // 2), max(1, h // 2)
+    ow, oh = half_size(w, h)
     if w >= 2 and h >= 2:
         # With the box exactly twice the output, Pillow's nearest neighbour
         # takes source pixel 2x+1, the kernel's choice.
@@ -151,32 +159,73 @@ def halfsize_image(im: Image.Image) -> Image.Image:
     return to_image(np.ascontiguousarray(a[min(1, h - 1)::2][:oh, min(1, w - 1)::2][:, :ow]), im.mode)
 
 
+class CpuFrame:
+    """One decoded image as the cpu implementations of the operations share it.
+
+    ``image`` is the PIL image (RGB or RGBA, straight alpha), ``scratch`` the
+    calling thread's buffers (or None).  ``raw()`` and ``raw_in_place()`` are
+    its pixels for the C paths, taken at most once per image.
+    """
+
+    __slots__ = ("image", "width", "height", "channels", "scratch", "_raw")
+
+    def __init__(self, im: Image.Image, scratch: Scratch | None):
+        self.image = im
+        self.width, self.height = im.size
+        self.channels = len(im.mode)
+        self.scratch = scratch
+        self._raw = None
+
+    def raw(self):
+        """The pixels for a C path that reads all of them: the Arrow export, else one copy."""
+        if self._raw is None:
+            self._raw = c_source(self.image)
+        return self._raw
+
+    def raw_in_place(self):
+        """The pixels only where they need no copy (or a copy already made); else None."""
+        if self._raw is None:
+            self._raw = arrow_source(self.image)
+        return self._raw
+
+
+@ops.implement(CPU, THUMBNAIL)
+def _thumbnail(frame: CpuFrame, settings: Settings):
+    w, h = frame.width, frame.height
+    tw, th = ops.get(THUMBNAIL).output_size(w, h, settings)
+    return frame.image if (tw, th) == (w, h) else thumbnail_image(frame.image, tw, th)
+
+
+@ops.implement(CPU, BLUR)
+def _blur(frame: CpuFrame, settings: Settings):
+    sigma = SIGMA.of(settings)
+    if _cpufast is None:
+        return blur_image(frame.image, sigma, fast=False)
+    return blur_raw(frame.raw(), frame.width, frame.height, frame.channels, sigma, frame.scratch)
+
+
+@ops.implement(CPU, LOW_QUALITY)
+def _low_quality(frame: CpuFrame, settings: Settings):
+    # Not a copy of the whole image for a quarter of it.
+    raw = frame.raw_in_place() if _cpufast is not None else None
+    if raw is not None:
+        return halfsize_raw(raw, frame.width, frame.height, frame.channels, frame.scratch)
+    return halfsize_image(frame.image)
+
+
 class CpuBackend(Backend):
-    name = "cpu"
+    name = CPU
 
     def apply_image(self, im: Image.Image, settings: Settings,
                     scratch: Scratch | None = None) -> dict[str, Image.Image | Pixels]:
-        w, h = im.size
-        channels = len(im.mode)
-        raw = None  # the image's pixels for the C paths, taken once
-        out = {}
-        for op in settings.ops:
-            if op == THUMBNAIL:
-                tw, th = output_size(op, w, h, settings)
-                out[op] = im if (tw, th) == (w, h) else thumbnail_image(im, tw, th)
-            elif op == BLUR and _cpufast is not None:
-                raw = raw or c_source(im)
-                out[op] = blur_raw(raw, w, h, channels, settings.blur_sigma, scratch)
-            elif op == BLUR:
-                out[op] = blur_image(im, settings.blur_sigma, fast=False)
-            elif op == LOW_QUALITY:
-                if raw is None and _cpufast is not None:
-                    raw = arrow_source(im)  # not a copy of the whole image for a quarter of it
-                if raw is not None:
-                    out[op] = halfsize_raw(raw, w, h, channels, scratch)
-                else:
-                    out[op] = halfsize_image(im)
-        return out
+        frame = CpuFrame(im, scratch)
+        implementation = self.implementation
+        return {op: implementation(op)(frame, settings) for op in settings.ops}
+
+    def apply(self, img: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
+        return {op: as_array(out) for op, out in self.apply_image(to_image(img), settings).items()}
+
+    # The operations one at a time on arrays: what the kernels' tests compare with.
 
     def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
         return as_array(thumbnail_image(to_image(img), width, height))

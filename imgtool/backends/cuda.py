@@ -26,26 +26,22 @@ import threading
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, ops
 from ..errors import BackendUnavailable, GPUError
-from ..ops import (
-    BLUR,
-    LOW_QUALITY,
-    MAX_BLUR_SIGMA,
-    THUMBNAIL,
-    THUMBNAIL_REDUCING_GAP,
-    Settings,
-    blur_radius,
-    output_size,
-)
+from ..ops import Settings
+from ..ops.blur import BLUR, MAX_BLUR_SIGMA, SIGMA, blur_radius
+from ..ops.low_quality import LOW_QUALITY, half_size
+from ..ops.thumbnail import THUMBNAIL, THUMBNAIL_REDUCING_GAP
 from . import Backend
 from .filters import gaussian_weights, lanczos_coefficients, reduce_factors, reduce_multiplier, reduced_size
 
 log = logging.getLogger("imgtool")
 
+CUDA = "cuda"
 RUNTIME_ENV = "IMGTOOL_CUDA_RUNTIME"
 RUNTIMES = ("pycuda", "host")
 
@@ -201,10 +197,30 @@ def _check_sigma(sigma) -> float | None:
 # ---- jobs ------------------------------------------------------------------
 
 
+#: What ``CudaKernel.prepare`` returns when the output is the input itself (no launch).
+KEEP_INPUT = object()
+
+
+@dataclass(frozen=True)
+class CudaKernel:
+    """What the cuda backend runs for one operation (registered with ``ops.implement("cuda", ...)``).
+
+    ``prepare(settings, w, h)`` runs on the caller's thread, before the job
+    reaches the GPU: it checks the arguments and returns the launch's
+    parameters (or KEEP_INPUT).  ``enqueue(dispatcher, slot, src, w, h, c,
+    params)`` runs on the dispatcher thread and queues the kernels on the
+    slot's stream from the uploaded image ``src``; it returns the device
+    buffer of the output and its (width, height).
+    """
+
+    prepare: Callable
+    enqueue: Callable
+
+
 @dataclass
 class _Job:
     img: np.ndarray
-    ops: list  # (output name, op, params)
+    ops: list  # (output name, CudaKernel, params)
     future: Future = field(default_factory=Future)
     attempts: int = 0
 
@@ -522,13 +538,8 @@ class _Dispatcher:
         np.copyto(src_host.reshape(img.shape), img)
         src = slot.device_buffer("src", img.nbytes)
         drv.memcpy_htod_async(src, src_host, slot.stream)
-        for out_name, op, params in job.ops:
-            if op == THUMBNAIL:
-                out, (ow, oh) = self._thumbnail(slot, src, w, h, c, *params), params
-            elif op == BLUR:
-                out, (ow, oh) = self._blur(slot, src, w, h, c, params[0]), (w, h)
-            else:
-                out, (ow, oh) = self._halfsize(slot, src, w, h, c), (max(1, w // 2), max(1, h // 2))
+        for out_name, kernel, params in job.ops:
+            out, (ow, oh) = kernel.enqueue(self, slot, src, w, h, c, params)
             nbytes = ow * oh * c
             view = slot.host_buffer("out:" + out_name, nbytes)
             drv.memcpy_dtoh_async(view, out, slot.stream)
@@ -601,7 +612,7 @@ class _Dispatcher:
         return dst
 
     def _halfsize(self, slot: _Slot, src, w: int, h: int, c: int):
-        ow, oh = max(1, w // 2), max(1, h // 2)
+        ow, oh = half_size(w, h)
         dst = slot.device_buffer("half", ow * oh * c)
         mod = self._module("downscale.cu", c)
         bx, by = HALFSIZE_BLOCK
@@ -615,7 +626,7 @@ class _Dispatcher:
 class CudaBackend(Backend):
     """The kernels on a GPU (``runtime="pycuda"``) or on the CPU build of them (``"host"``)."""
 
-    name = "cuda"
+    name = CUDA
 
     def __init__(self, runtime: str | None = None, *, slots: int = SLOTS):
         runtime = runtime or os.environ.get(RUNTIME_ENV) or "pycuda"
@@ -635,41 +646,60 @@ class CudaBackend(Backend):
             return {}
         return self._dispatcher.submit(_Job(img, ops)).result()
 
+    def apply(self, img: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
+        """Every operation of ``settings`` from one upload of ``img``."""
+        img = _check_image(img)
+        h, w = img.shape[:2]
+        launches, out = [], {}
+        for op in settings.ops:
+            kernel = self.implementation(op)
+            params = kernel.prepare(settings, w, h)
+            if params is KEEP_INPUT:
+                out[op] = img.copy()
+            else:
+                launches.append((op, kernel, params))
+        out.update(self._run(img, launches))
+        return {op: out[op] for op in settings.ops if op in out}
+
+    # The operations one at a time on arrays: what the kernels' tests call.
+
     def thumbnail(self, img: np.ndarray, width: int, height: int) -> np.ndarray:
         img = _check_image(img)
         width, height = _check_size(width, height)
         if (width, height) == (img.shape[1], img.shape[0]):
             return img.copy()
-        return self._run(img, [(THUMBNAIL, THUMBNAIL, (width, height))])[THUMBNAIL]
+        return self._run(img, [(THUMBNAIL, self.implementation(THUMBNAIL), (width, height))])[THUMBNAIL]
 
     def blur(self, img: np.ndarray, sigma: float | None) -> np.ndarray:
         img = _check_image(img)
         sigma = _check_sigma(sigma)
-        return self._run(img, [(BLUR, BLUR, (sigma,))])[BLUR]
+        return self._run(img, [(BLUR, self.implementation(BLUR), (sigma,))])[BLUR]
 
     def halfsize(self, img: np.ndarray) -> np.ndarray:
         img = _check_image(img)
-        return self._run(img, [(LOW_QUALITY, LOW_QUALITY, ())])[LOW_QUALITY]
-
-    def apply(self, img: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
-        """Every operation of ``settings`` from one upload of ``img``."""
-        img = _check_image(img)
-        h, w = img.shape[:2]
-        sigma = _check_sigma(settings.blur_sigma)
-        ops, out = [], {}
-        for op in settings.ops:
-            if op == THUMBNAIL:
-                tw, th = output_size(op, w, h, settings)
-                if (tw, th) == (w, h):
-                    out[op] = img.copy()
-                else:
-                    ops.append((op, op, (tw, th)))
-            elif op == BLUR:
-                ops.append((op, op, (sigma,)))
-            elif op == LOW_QUALITY:
-                ops.append((op, op, ()))
-        out.update(self._run(img, ops))
-        return {op: out[op] for op in settings.ops if op in out}
+        return self._run(img, [(LOW_QUALITY, self.implementation(LOW_QUALITY), ())])[LOW_QUALITY]
 
     def close(self) -> None:
         self._finalizer()
+
+
+# ---- the operations' kernels ---------------------------------------------------
+
+
+def _thumbnail_params(settings: Settings, w: int, h: int):
+    tw, th = ops.get(THUMBNAIL).output_size(w, h, settings)
+    return KEEP_INPUT if (tw, th) == (w, h) else (tw, th)
+
+
+ops.implement(CUDA, THUMBNAIL, CudaKernel(
+    prepare=_thumbnail_params,
+    enqueue=lambda d, slot, src, w, h, c, params: (d._thumbnail(slot, src, w, h, c, *params), params),
+))
+ops.implement(CUDA, BLUR, CudaKernel(
+    prepare=lambda settings, w, h: (_check_sigma(SIGMA.of(settings)),),
+    enqueue=lambda d, slot, src, w, h, c, params: (d._blur(slot, src, w, h, c, params[0]), (w, h)),
+))
+ops.implement(CUDA, LOW_QUALITY, CudaKernel(
+    prepare=lambda settings, w, h: (),
+    enqueue=lambda d, slot, src, w, h, c, params: (d._halfsize(slot, src, w, h, c), half_size(w, h)),
+))

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ..ops import blur_radius, reduce_factors, reduced_size  # noqa: F401 - the kernels' callers import them here
+from ..ops.blur import blur_radius
+from ..ops.thumbnail import reduce_factors, reduced_size  # noqa: F401  (the kernels' callers import them here)
 
 
 @functools.lru_cache(maxsize=64)

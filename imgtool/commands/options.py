@@ -1,25 +1,34 @@
-"""The processing options shared by process, watch and queue, and how they become Settings."""
+"""The processing options of process, watch and queue, made from the operation registry, and Settings from them.
+
+``processing_options`` adds one option per setting (``--ops``, each
+operation's parameters and quality, ``--effort``, ``--lossless``,
+``--max-pixels``) plus ``--backend``, each validated by click while parsing,
+and hands the command a ``settings`` (a Settings) and a ``backend`` (a name)
+instead of the separate values.  An operation added to the registry gets its
+options here without an edit.
+"""
 
 from __future__ import annotations
 
+import functools
 
 import click
 
+from .. import ops
 from ..backends import BACKENDS
 from ..errors import InvalidJob
 from ..ops import (
-    BLUR,
     DEFAULT_EFFORT,
     DEFAULT_MAX_PIXELS,
-    DEFAULT_QUALITY,
-    DEFAULT_THUMB_WIDTH,
-    LOW_QUALITY,
-    MAX_BLUR_SIGMA,
-    MAX_THUMB_WIDTH,
-    OPERATIONS,
-    THUMBNAIL,
+    MAX_EFFORT,
+    MAX_MAX_PIXELS,
+    MAX_QUALITY,
+    MIN_EFFORT,
+    MIN_MAX_PIXELS,
+    MIN_QUALITY,
     Settings,
 )
+from ..pipeline import MAX_JOBS
 
 
 class OpsList(click.ParamType):
@@ -33,9 +42,10 @@ class OpsList(click.ParamType):
         names = tuple(v.strip() for v in str(value).split(",") if v.strip())
         if not names:
             self.fail("give at least one operation", param, ctx)
+        known = ops.names()
         for n in names:
-            if n not in OPERATIONS:
-                self.fail(f"unknown operation {n!r} (choose from {', '.join(OPERATIONS)})", param, ctx)
+            if n not in known:
+                self.fail(f"unknown operation {n!r} (choose from {', '.join(known)})", param, ctx)
         if len(set(names)) != len(names):
             self.fail("an operation is named twice", param, ctx)
         return names
@@ -45,71 +55,70 @@ class OpsList(click.ParamType):
 
         head, _, last = incomplete.rpartition(",")
         prefix = head + "," if head else ""
-        return [CompletionItem(prefix + op) for op in OPERATIONS if op.startswith(last)]
+        return [CompletionItem(prefix + op) for op in ops.names() if op.startswith(last)]
 
 
-def _positive_sigma(ctx, param, value):
-    if value is not None and not (0 < value <= MAX_BLUR_SIGMA):
-        raise click.BadParameter(f"must be > 0 and <= {MAX_BLUR_SIGMA:g}")
-    return value
+def _quality_name(op: ops.Operation) -> str:
+    return op.quality_flag.lstrip("-").replace("-", "_")
 
 
 def processing_options(f):
-    """Add every option that decides what the outputs look like, plus the backend."""
+    """Add every option that decides what the outputs look like, plus the backend.
+
+    The command is called with ``settings`` (built here, once, from the
+    parsed values) and ``backend`` in place of those options.
+    """
+    operations = ops.operations()
     opts = [
-        click.option("--ops", type=OpsList(), default=",".join(OPERATIONS), show_default=True,
-                     help="Operations to run, comma-separated."),
+        click.option("--ops", "ops", type=OpsList(), default=",".join(op.name for op in operations),
+                     show_default=True, help="Operations to run, comma-separated."),
         click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
                      envvar="IMGTOOL_BACKEND",
                      help="Where the image operations run: cuda when a GPU answers (auto), or force one."),
-        click.option("--thumb-width", type=click.IntRange(1, MAX_THUMB_WIDTH), default=DEFAULT_THUMB_WIDTH,
-                     show_default=True, help="Thumbnail width in pixels (never upscaled)."),
-        click.option("--blur-sigma", type=float, default=None, callback=_positive_sigma,
-                     help=f"Gaussian sigma for blur (radius ceil(3*sigma), up to {MAX_BLUR_SIGMA:g}); "
-                          "default: the 3x3 [1 2 1] kernel."),
-        click.option("--thumb-quality", type=click.IntRange(0, 100), default=DEFAULT_QUALITY[THUMBNAIL],
-                     show_default=True, help="WebP quality of the thumbnail."),
-        click.option("--blur-quality", type=click.IntRange(0, 100), default=DEFAULT_QUALITY[BLUR],
-                     show_default=True, help="WebP quality of the blurred image."),
-        click.option("--lq-quality", type=click.IntRange(0, 100), default=DEFAULT_QUALITY[LOW_QUALITY],
-                     show_default=True, help="WebP quality of the low-quality placeholder."),
-        click.option("--effort", type=click.IntRange(0, 6), default=DEFAULT_EFFORT, show_default=True,
-                     help="WebP encoder effort (libwebp method): 0 fastest, 6 smallest."),
+    ]
+    params = [p for op in operations for p in op.params]
+    opts += [click.option(p.flag, p.setting, **p.click_kwargs()) for p in params]
+    rated = [op for op in operations if op.quality_flag]
+    opts += [click.option(op.quality_flag, _quality_name(op), type=click.IntRange(MIN_QUALITY, MAX_QUALITY),
+                          default=op.default_quality, show_default=True, help=op.quality_help)
+             for op in rated]
+    opts += [
+        click.option("--effort", type=click.IntRange(MIN_EFFORT, MAX_EFFORT), default=DEFAULT_EFFORT,
+                     show_default=True, help="WebP encoder effort (libwebp method): 0 fastest, 6 smallest."),
         click.option("--lossless", is_flag=True, help="Write lossless WebP (outputs hold the exact computed pixels)."),
-        click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+        click.option("--max-pixels", type=click.IntRange(MIN_MAX_PIXELS, MAX_MAX_PIXELS),
+                     default=DEFAULT_MAX_PIXELS, show_default=True,
                      help="Reject inputs whose header claims more pixels than this."),
     ]
+
+    def settings_from(values: dict) -> Settings:
+        try:
+            return Settings(
+                ops=values.pop("ops"),
+                quality={op.name: values.pop(_quality_name(op)) for op in rated},
+                effort=values.pop("effort"),
+                lossless=values.pop("lossless"),
+                max_pixels=values.pop("max_pixels"),
+                **{p.setting: values.pop(p.setting) for p in params},
+            )
+        except InvalidJob as exc:
+            raise click.UsageError(exc.message) from exc
+
+    names = ("ops", *(p.setting for p in params), *(_quality_name(op) for op in rated),
+             "effort", "lossless", "max_pixels")
+
+    @functools.wraps(f)
+    def with_settings(*args, **kwargs):
+        kwargs["settings"] = settings_from({n: kwargs.pop(n) for n in names})
+        return f(*args, **kwargs)
+
     for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-PROCESSING_KEYS = (
-    "ops", "thumb_width", "blur_sigma", "thumb_quality", "blur_quality",
-    "lq_quality", "effort", "lossless", "max_pixels",
-)
-
-
-def settings_from_options(kw: dict) -> Settings:
-    """Pop the processing options out of a command's keyword arguments."""
-    values = {k: kw.pop(k) for k in PROCESSING_KEYS}
-    try:
-        return Settings(
-            ops=values["ops"],
-            thumb_width=values["thumb_width"],
-            blur_sigma=values["blur_sigma"],
-            quality={THUMBNAIL: values["thumb_quality"], BLUR: values["blur_quality"],
-                     LOW_QUALITY: values["lq_quality"]},
-            effort=values["effort"],
-            lossless=values["lossless"],
-            max_pixels=values["max_pixels"],
-        )
-    except InvalidJob as exc:
-        raise click.UsageError(exc.message) from exc
+        with_settings = opt(with_settings)
+    return with_settings
 
 
 def jobs_option(f):
-    return click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
+    return click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=None,
                         help="Images processed at once [default: the number of CPU cores].")(f)
 
 

@@ -14,7 +14,7 @@ import click
 from .. import storage
 from ..errors import ImgtoolError
 from ..pipeline import Pipeline, Result, Task, count_inputs, list_inputs
-from .options import jobs_option, processing_options, settings_from_options, verbosity_options
+from .options import jobs_option, processing_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
@@ -88,7 +88,7 @@ def _locations(ctx, param, value):
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per input on stdout.")
 @click.pass_context
-def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
+def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json):
     """Make the derivatives of image files and folders (walked recursively).
 
     Outputs go to processed/<name>_<operation>.webp beside each input.
@@ -96,8 +96,6 @@ def process(ctx, paths, output, jobs, force, dry_run, as_json, **kw):
 
     Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
-    backend = kw.pop("backend")
-    settings = settings_from_options(kw)
     _check_paths(paths)
     quiet = ctx.obj.get("verbose", 0) < 0
     collisions: list = []

@@ -12,13 +12,14 @@ import redis
 
 from .. import storage
 from ..errors import ImgtoolError
-from ..ops import OPERATIONS, Settings, job_id_for
+from .. import ops
+from ..ops import Settings, job_id_for
 from ..queue import defaults as D
 from ..queue.connection import CONNECTION_ERRORS, make_client, redact, resolve_url
 from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
-from .options import OpsList, processing_options, settings_from_options, verbosity_options
+from .options import OpsList, processing_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
@@ -84,7 +85,7 @@ def _positive(ctx, param, value):
 @verbosity_options
 @click.pass_context
 def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
-          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, **kw):
+          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, settings, backend):
     """Take jobs from the upload server's Redis queue and record their results.
 
     Jobs are taken from the left of image:jobs (FIFO) into this worker's
@@ -97,8 +98,6 @@ def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metr
     from ..queue.metrics import Metrics, MetricsServer, health_check_for
     from ..queue.worker import Worker, WorkerConfig
 
-    backend = kw.pop("backend")
-    settings = settings_from_options(kw)
     try:
         roots = AllowRoots.from_options(allow_roots)
     except ValueError as exc:
@@ -178,19 +177,19 @@ def make_job(src, operations, output_dir=None, options=None) -> dict:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @redis_options
-@click.option("--ops", type=OpsList(), default=",".join(OPERATIONS), show_default=True,
+@click.option("--ops", "operations", type=OpsList(), default=",".join(ops.names()), show_default=True,
               help="Operations the jobs ask for, comma-separated.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
               help="outputDir of every job [default: processed/ beside each input, as the upload server does].")
 @click.option("--options", "options", metavar="JSON", default=None, callback=_options_json,
               help='Per-operation parameters, e.g. \'{"thumbnail": {"width": 320}}\'.')
 @click.option("-n", "--dry-run", is_flag=True, help="Print the jobs (one JSON line each) instead of pushing them.")
-def enqueue(paths, url, keys, ops, output_dir, options, dry_run):
+def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
     """Push a job for each image file (folders walked) with RPUSH, as the upload server does."""
     payloads = []
     skipped = 0
     for src in _inputs(paths):
-        job = make_job(src, ops, output_dir, options)
+        job = make_job(src, operations, output_dir, options)
         if not JOB_ID_RE.match(job["jobId"]) or ".." in job["jobId"]:
             log.warning("enqueue: skipping %s: %r is not a valid jobId (letters, digits, '.', '_', '-')",
                         src, job["jobId"])

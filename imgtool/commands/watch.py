@@ -14,7 +14,7 @@ import click
 
 from ..pipeline import Pipeline, Result, default_jobs
 from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
-from .options import jobs_option, processing_options, settings_from_options, verbosity_options
+from .options import jobs_option, processing_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
@@ -37,7 +37,7 @@ EXIT_ABORTED = 130
 @click.option("--no-initial-scan", "initial_scan", is_flag=True, flag_value=False, default=True,
               help="Do not catch up on files that lack up-to-date outputs at start.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per processed file on stdout.")
-def watch(directory, jobs, polling, poll_interval, settle, initial_scan, as_json, **kw):
+def watch(directory, settings, backend, jobs, polling, poll_interval, settle, initial_scan, as_json):
     """Watch DIRECTORY and process each image that lands in it.
 
     Each image created, moved in or rewritten anywhere below DIRECTORY is
@@ -48,8 +48,6 @@ def watch(directory, jobs, polling, poll_interval, settle, initial_scan, as_json
     SIGINT/SIGTERM: finish the files in work, then exit 0; a second signal
     interrupts them (no partial output is left) and exits 130.
     """
-    backend = kw.pop("backend")
-    settings = settings_from_options(kw)
     jobs = jobs or default_jobs()
     pipe = Pipeline(settings, backend=backend, jobs=jobs)
     out_lock = threading.Lock()

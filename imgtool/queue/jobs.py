@@ -25,7 +25,8 @@ from typing import Iterable, Mapping, Sequence
 
 from .. import storage
 from ..errors import ImgtoolError, InvalidJob
-from ..ops import OPERATIONS, Settings, output_name
+from .. import ops as registry
+from ..ops import Settings, output_name
 from .defaults import ALLOW_ROOTS_ENV, FAILED_PAYLOAD_EXCERPT, MAX_PATH_LENGTH, MAX_PAYLOAD_BYTES
 
 # SPEC: a jobId is a plain file name; with no "..", so it can never climb out
@@ -175,8 +176,8 @@ def _operations(value, base: Settings) -> tuple[str, ...]:
     for op in value:
         if not isinstance(op, str):
             raise InvalidJob(f"operations holds {_kind(op)}, not an operation name")
-        if op not in OPERATIONS:
-            raise InvalidJob(f"unknown operation {_show(op)} (known: {', '.join(OPERATIONS)})")
+        if registry.find(op) is None:
+            raise InvalidJob(f"unknown operation {_show(op)} (known: {', '.join(registry.names())})")
         if op not in base.ops:
             raise InvalidJob(f"operation {op!r} is not enabled on this worker (--ops {','.join(base.ops)})")
         if op in ops:

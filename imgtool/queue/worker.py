@@ -483,9 +483,9 @@ def _job_label(data) -> str:
 def _ops_of(data) -> tuple[str, ...]:
     ops = data.get("operations") if isinstance(data, dict) else None
     if isinstance(ops, list) and ops and all(isinstance(o, str) for o in ops):
-        from ..ops import OPERATIONS
+        from .. import ops as registry
 
-        known = tuple(o for o in dict.fromkeys(ops) if o in OPERATIONS)
+        known = tuple(o for o in dict.fromkeys(ops) if registry.find(o) is not None)
         if known:
             return known
     return ()
