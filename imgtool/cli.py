@@ -9,12 +9,14 @@ import sys
 import click
 
 from . import __version__
+from .commands import Outcome
 from .errors import ImgtoolError
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_CODES = {Outcome.OK: EXIT_OK, Outcome.FAILURES: EXIT_FAILURES, Outcome.INTERRUPTED: EXIT_INTERRUPTED}
 
 log = logging.getLogger("imgtool")
 
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
             raise
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
         sys.exit(EXIT_FAILURES)
-    sys.exit(rc if isinstance(rc, int) else EXIT_OK)
+    sys.exit(EXIT_CODES.get(rc, EXIT_OK))
 
 
 def run() -> None:

@@ -1,14 +1,21 @@
-"""Decode -> operations -> encode for one image or many; used by process, watch and queue."""
+"""Decode -> operations -> encode for one image, and the one bounded pool process, watch and queue submit to.
+
+``Pipeline.process`` makes one task's outputs (all or none); ``Pool`` runs
+tasks on worker threads with a bound on the images in flight and one
+drain/abort policy; ``Signals`` is the one signal policy (first signal
+drains, second aborts); ``Pipeline.map`` feeds a pool from an iterable.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import imageio, storage
 from .backends import Backend, get_backend
@@ -24,8 +31,8 @@ log = logging.getLogger("imgtool")
 # How many images may be queued or in work per worker thread: enough to keep
 # every core busy, few enough that memory stays bounded on huge folders.
 IN_FLIGHT_PER_WORKER = 2
-# The most images one pool works on at once (-j, -w).
-MAX_JOBS = 256
+# The longest a thread waiting on the pool sleeps: bounds how late it notices a stop.
+MAX_WAIT = 0.1
 
 
 def default_jobs() -> int:
@@ -83,7 +90,7 @@ class Result:
 
 
 class Pipeline:
-    """Turns tasks into outputs with one backend, shared by every thread."""
+    """Turns tasks into outputs with one backend, shared by every thread of its pool."""
 
     def __init__(
         self,
@@ -95,7 +102,9 @@ class Pipeline:
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.backend.check(settings.ops)
         self.jobs = max(1, jobs or default_jobs())
-        self.stop_event = threading.Event()
+        self.pool = Pool(self.jobs)
+        # Set when the pool aborts: every step checks it.
+        self.stop_event = self.pool.stop_event
         # Held while outputs are being renamed into place, so that stop()
         # returns only once no write is half done.
         self._write_lock = threading.Lock()
@@ -140,7 +149,10 @@ class Pipeline:
 
     def _run(self, task: Task) -> tuple[dict[str, Location], tuple[int, int]]:
         settings = task.settings or self.settings
+        running = current_task()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
+            if running is not None:
+                running.admit(opened.decoded_bytes)
             img = opened.decode()
         size = img.size
         self._check_stop()
@@ -172,90 +184,427 @@ class Pipeline:
         return scratch
 
     def stop(self) -> None:
-        """Stop every worker at its next step; return once no write is in progress."""
-        self.stop_event.set()
+        """Abort every task at its next step; return once no write is in progress."""
+        self.pool.abort()
         with self._write_lock:
             pass
 
     def _check_stop(self) -> None:
-        if self.stop_event.is_set():
+        running = current_task()
+        if running is not None:
+            running.check()
+        elif self.stop_event.is_set():
             raise Interrupted()
 
     def map(self, tasks: Iterable[Task], force: bool = False) -> Iterator[Result]:
-        """Process ``tasks`` on ``jobs`` threads; yield results as they finish.
+        """Process ``tasks`` in the pool; yield results as they finish.
 
-        At most ``IN_FLIGHT_PER_WORKER * jobs`` tasks are taken from the
-        iterable ahead of the results, so a folder of any size runs in bounded
-        memory.  Decoding, the backends and WebP encoding release the GIL, so
-        threads use every core.  Threads are daemons: on Ctrl-C the caller
-        sets ``stop_event`` and returns without waiting for an encode to end;
-        nothing half-written is ever visible since every write is atomic.
+        At most the pool's capacity (``IN_FLIGHT_PER_WORKER`` waiting per
+        worker, plus one in work per worker) is taken from the iterable ahead
+        of the results, so a folder of any size runs in bounded memory.  With
+        one worker the tasks run in the calling thread.  Raises Interrupted
+        when the pool aborts, or closes before every task was taken.
+        Threads are daemons: on an abort the caller returns without waiting
+        for an encode to end; nothing half-written is ever visible since
+        every write is atomic.
         """
-        if self.jobs == 1:
+        pool = self.pool
+        if pool.workers == 1:
             for task in tasks:
+                pool.check_grace()
                 self._check_stop()
-                yield self.process(task, force)
+                if pool.closing:
+                    raise Interrupted()
+                yield pool.run_here(lambda task=task: self.process(task, force))
             return
-        todo: queue.Queue = queue.Queue(maxsize=IN_FLIGHT_PER_WORKER * self.jobs)
-        done: queue.Queue = queue.Queue()
-        end = object()
-
-        def worker():
-            while True:
-                task = todo.get()
-                if task is end:
-                    return
-                try:
-                    done.put(self.process(task, force))
-                except Interrupted:
-                    return
-                except BaseException as exc:  # report, never lose the thread silently
-                    done.put(exc)
-
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.jobs)]
-        for t in threads:
-            t.start()
+        done: queue.SimpleQueue = queue.SimpleQueue()
         pending = 0
         it = iter(tasks)
         exhausted = False
         try:
             while not exhausted or pending:
-                # Keep the queue full without blocking while results wait.
-                while not exhausted and not todo.full():
+                # Keep the pool full without blocking while results wait.
+                while not exhausted:
+                    slot = pool.acquire(timeout=0, upto=pool.capacity)
+                    if slot is None:
+                        break
                     try:
-                        todo.put_nowait(next(it))
-                        pending += 1
+                        task = next(it)
                     except StopIteration:
+                        slot.release()
                         exhausted = True
+                        break
+                    pool.submit(lambda task=task: self.process(task, force), slot,
+                                on_done=lambda result, error, slot=slot: done.put((result, error, slot)),
+                                release=False)
+                    pending += 1
                 if not pending:
+                    if pool.closing:
+                        raise Interrupted()
                     continue
-                item = self._get(done)
+                result, error, slot = self._get(done)
                 pending -= 1
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                slot.release()
+                if error is not None:
+                    raise error
+                yield result
         finally:
-            if exhausted and not pending:
-                for _ in threads:
-                    todo.put(end)
-            else:
-                self.stop_event.set()
+            if not (exhausted and not pending):
+                pool.abort()
 
-    def _get(self, done: queue.Queue):
-        # A short timeout keeps the main thread responsive to Ctrl-C.
+    def _get(self, done: queue.SimpleQueue):
+        # A short timeout keeps the calling thread responsive to signals.
         while True:
             try:
-                return done.get(timeout=0.1)
+                return done.get(timeout=MAX_WAIT)
             except queue.Empty:
+                self.pool.check_grace()
                 self._check_stop()
 
     def close(self) -> None:
+        self.pool.shutdown()
         self.backend.close()
 
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
+
+
+# ---- the pool --------------------------------------------------------------------
+
+
+class TaskContext:
+    """What a task running in the pool may ask of it: memory admission, its deadline, whether to stop.
+
+    The pool makes one per task and the task's thread finds it with
+    ``current_task()``; the pipeline's steps call ``check()`` between steps
+    and ``admit()`` once the header has said how large the image is.
+    """
+
+    __slots__ = ("pool", "started", "deadline", "admitted")
+
+    def __init__(self, pool: "Pool"):
+        self.pool = pool
+        self.started = time.monotonic()
+        # When the task's time is up (monotonic), or None: no budget.  The
+        # pool's owner learns of an overrun from Pool.overdue().
+        self.deadline: float | None = (
+            None if pool.time_budget is None else self.started + pool.time_budget)
+        self.admitted = 0  # decoded bytes admitted for this task
+
+    def admit(self, decoded_bytes: int) -> None:
+        """Declare the decoded size the task is about to allocate (after reading the header).
+
+        The hook of admission by memory: the pool admits tasks while the sum
+        of what they declared stays under its budget.  No budget is kept
+        yet, so this records the size and returns at once.
+        """
+        self.pool._admit(self, decoded_bytes)
+
+    def check(self) -> None:
+        """Raise Interrupted when the pool is aborting; the pipeline calls it between steps.
+
+        (The time budget's check belongs here too: past ``deadline``, raise
+        the error that says so.)
+        """
+        if self.pool.stop_event.is_set():
+            raise Interrupted()
+
+    @property
+    def overran(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+_current = threading.local()
+
+
+def current_task() -> TaskContext | None:
+    """The context of the pool task this thread is running, or None outside the pool."""
+    return getattr(_current, "task", None)
+
+
+class Slot:
+    """A place among the pool's images in flight, from ``Pool.acquire`` until released."""
+
+    __slots__ = ("_pool", "_held")
+
+    def __init__(self, pool: "Pool"):
+        self._pool = pool
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._pool._release()
+
+
+class Pool:
+    """The one bounded pool of worker threads that process, watch and queue all submit images to.
+
+    Bounded by images in flight: a submitter first takes a Slot
+    (``acquire``), which waits while ``upto`` images hold one (by default
+    the number of workers: a watched file or a queue job is taken only when
+    a worker is free for it; ``map`` keeps ``IN_FLIGHT_PER_WORKER`` more per
+    worker waiting, which cost nothing to hold).  A slot is given back once
+    the task's ``on_done`` has run.  Decoding, the backends and encoding
+    release the GIL, so threads use every core.
+
+    One drain and abort policy for every command (see Signals): ``close``
+    stops admitting (``acquire`` returns None) and starts the drain,
+    ``drain`` waits for the images in flight, ``abort`` makes every task
+    stop at its next step (Interrupted).  A drain with a grace period aborts
+    when it runs out.
+    """
+
+    def __init__(self, workers: int, *, time_budget: float | None = None, name: str = "imgtool-pool"):
+        self.workers = max(1, workers)
+        self.capacity = self.workers * (1 + IN_FLIGHT_PER_WORKER)
+        self.time_budget = time_budget  # seconds per task (None: none); see TaskContext.deadline
+        self.name = name
+        self.stop_event = threading.Event()
+        self._closing = threading.Event()
+        self._drain_deadline: float | None = None
+        self._cond = threading.Condition()
+        self._active = 0  # slots held
+        self._admitted = 0  # decoded bytes admitted by running tasks (see TaskContext.admit)
+        self._running: set[TaskContext] = set()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    # -- admission --
+
+    def acquire(self, timeout: float | None = None, upto: int | None = None) -> Slot | None:
+        """A slot once fewer than ``upto`` (default: the workers) images are in flight.
+
+        None when the pool is closing, or after ``timeout`` seconds.
+        """
+        limit = min(self.capacity, upto or self.workers)
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._active >= limit and not self._closing.is_set():
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(MAX_WAIT if left is None else min(left, MAX_WAIT))
+            if self._closing.is_set():
+                return None
+            self._active += 1
+        return Slot(self)
+
+    def _release(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def _admit(self, task: TaskContext, decoded_bytes: int) -> None:
+        with self._cond:
+            # Admission by memory waits here, while the others' admitted
+            # bytes plus these would pass the budget.
+            self._admitted += decoded_bytes - task.admitted
+            task.admitted = decoded_bytes
+
+    @property
+    def active(self) -> int:
+        """Images in flight: slots held."""
+        return self._active
+
+    @property
+    def admitted_bytes(self) -> int:
+        """What the running tasks declared they decode (TaskContext.admit)."""
+        return self._admitted
+
+    def overdue(self) -> list[TaskContext]:
+        """The running tasks past their deadline."""
+        with self._cond:
+            return [t for t in self._running if t.overran]
+
+    # -- running --
+
+    def submit(self, fn: Callable[[], object], slot: Slot,
+               on_done: Callable[[object, BaseException | None], None] | None = None,
+               release: bool = True) -> None:
+        """Run ``fn()`` on a worker thread, then ``on_done(result, error)`` there.
+
+        ``error`` is what ``fn`` raised (Interrupted when the pool aborted
+        it).  ``slot`` is given back after ``on_done``, unless ``release`` is
+        False (the submitter gives it back itself).
+        """
+        self._start()
+        self._queue.put((fn, slot, on_done, release))
+
+    def run_here(self, fn: Callable[[], object]):
+        """Run ``fn()`` in the calling thread as a task of this pool (its context, its accounting)."""
+        task = self._begin()
+        try:
+            return fn()
+        finally:
+            self._end(task)
+
+    def _start(self) -> None:
+        if len(self._threads) >= self.workers:
+            return
+        with self._cond:
+            while len(self._threads) < self.workers:
+                t = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _begin(self) -> TaskContext:
+        task = TaskContext(self)
+        with self._cond:
+            self._running.add(task)
+        _current.task = task
+        return task
+
+    def _end(self, task: TaskContext) -> None:
+        _current.task = None
+        with self._cond:
+            self._running.discard(task)
+            self._admitted -= task.admitted
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, slot, on_done, release = item
+            result, error = None, None
+            task = self._begin()
+            try:
+                task.check()
+                result = fn()
+            except BaseException as exc:  # Interrupted, or a bug: the submitter hears of it
+                error = exc
+            finally:
+                self._end(task)
+            try:
+                if on_done is not None:
+                    on_done(result, error)
+            except BaseException:  # noqa: BLE001 - the thread must go on
+                log.exception("internal error reporting a result")
+            finally:
+                if release:
+                    slot.release()
+
+    # -- stopping --
+
+    def close(self, grace: float | None = None) -> None:
+        """Stop admitting work: the drain begins.  ``grace``: seconds left for what is in flight
+        before it is aborted (None: as long as it takes; 0: abort now)."""
+        with self._cond:
+            if not self._closing.is_set():
+                self._drain_deadline = None if grace is None else time.monotonic() + grace
+                self._closing.set()
+            self._cond.notify_all()
+        if grace is not None and grace <= 0:
+            self.abort()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    @property
+    def aborting(self) -> bool:
+        return self.stop_event.is_set()
+
+    def abort(self) -> None:
+        """Every task stops at its next step (Interrupted).  Safe in a signal handler: it only sets a flag."""
+        self.stop_event.set()
+
+    def check_grace(self) -> None:
+        """Abort once a drain's grace period has run out."""
+        deadline = self._drain_deadline
+        if deadline is not None and self._closing.is_set() and time.monotonic() >= deadline:
+            self.abort()
+
+    def drain(self, on_wait: Callable[[], None] | None = None) -> bool:
+        """Close, and wait for the images in flight.  True when they all finished.
+
+        Stops waiting (False) when the pool is aborted (a second signal) or
+        the grace period given to ``close`` runs out (which aborts).
+        ``on_wait`` is called every MAX_WAIT while waiting.
+        """
+        self.close()
+        with self._cond:
+            while self._active:
+                self.check_grace()
+                if self.stop_event.is_set():
+                    return False
+                self._cond.wait(MAX_WAIT)
+                if on_wait is not None:
+                    on_wait()
+        return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for no image to be in flight."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._active:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, MAX_WAIT))
+        return True
+
+    def shutdown(self) -> None:
+        """Let the worker threads end once the queue is empty (they are daemons anyway)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        self._threads = []
+
+
+class Signals:
+    """The one signal policy of every command: the first SIGINT/SIGTERM drains, the second aborts.
+
+    Draining closes the pool (no new work) and lets what is in flight finish
+    within ``grace`` seconds (None: as long as it takes; 0: abort at once,
+    as an interactive ``process`` does: outputs are all or nothing, so
+    nothing is lost by not waiting).  The second signal aborts: every task
+    stops at its next step.  ``on_drain(name)`` and ``on_abort(name)`` let
+    the command say so and stop its own loop.  A context manager: the
+    handlers are installed (main thread only) and put back on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, pool: Pool, grace: float | None = None,
+                 on_drain: Callable[[str], None] | None = None,
+                 on_abort: Callable[[str], None] | None = None):
+        self.pool = pool
+        self.grace = grace
+        self.on_drain = on_drain
+        self.on_abort = on_abort
+        self.count = 0
+        self.draining = threading.Event()
+        self._previous: dict = {}
+
+    def __enter__(self) -> "Signals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            self.pool.close(self.grace)
+            self.draining.set()
+            if self.on_drain is not None:
+                self.on_drain(name)
+        else:
+            self.pool.abort()
+            if self.on_abort is not None:
+                self.on_abort(name)
+
+    @property
+    def aborted(self) -> bool:
+        return self.count > 1
 
 
 # ---- inputs ------------------------------------------------------------------

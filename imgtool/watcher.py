@@ -67,7 +67,7 @@ NO_CLOSE_QUIET = 10.0
 # The catch-up scan stops feeding files while this many wait their turn, so a
 # huge backlog never sits in memory at once.
 SCAN_BACKLOG = 256
-# A worker's longest sleep: bounds how late it notices a stop.
+# The feeder's longest sleep: bounds how late it notices a stop.
 MAX_WAIT = 0.5
 # After a second signal, how long threads get to notice it before they are left.
 ABORT_GRACE = 5.0
@@ -252,7 +252,7 @@ OVERFLOW_LOGGER = "watchdog.observers"
 
 
 class Watcher:
-    """Watches ``root`` and feeds ready images to ``pipeline`` on ``jobs`` threads."""
+    """Watches ``root`` and feeds ready images to ``pipeline``'s pool, ``jobs`` at a time at most."""
 
     def __init__(
         self,
@@ -322,8 +322,7 @@ class Watcher:
         # Watch first, then scan: a file landing in between is seen by one or both.
         observer.start()
         self._observer = observer
-        for i in range(self.jobs):
-            self._spawn(self._work, f"imgtool-watch-{i}")
+        self._spawn(self._feed, "imgtool-watch-feed")
         self._spawn(self._scan_loop, "imgtool-watch-scan")
         if self.initial_scan:
             self._rescan.set()
@@ -334,9 +333,16 @@ class Watcher:
         self._threads.append(t)
 
     def stop(self, abort: bool = False) -> None:
-        """Stop taking files; let those in work finish (``abort``: interrupt them)."""
+        """Stop taking files; let those in work finish (``abort``: interrupt them).
+
+        The pipeline's pool drains (its policy: a second signal aborts it).
+        After an abort, threads get ABORT_GRACE to notice; one stuck in a
+        read (a hung network filesystem) is left behind: it is a daemon, and
+        no output is ever half-written.
+        """
+        pool = self.pipeline.pool
         if abort:
-            self.pipeline.stop_event.set()
+            pool.abort()
         self._stopping.set()
         self._rescan.set()
         with self._cond:
@@ -347,13 +353,12 @@ class Watcher:
         for t in self._threads:
             while t.is_alive():
                 t.join(0.1)
-                if self.pipeline.stop_event.is_set():
-                    # Interrupted: a thread stuck in a read (a hung network
-                    # filesystem) is left behind; it is a daemon, and no
-                    # output is ever half-written.
+                if pool.aborting:
                     aborted_at = aborted_at or time.monotonic()
                     if time.monotonic() - aborted_at > ABORT_GRACE:
                         break
+        if not pool.drain():
+            pool.wait_idle(ABORT_GRACE)
         if self._observer is not None:
             self._observer.join()
             self._observer = None
@@ -453,36 +458,46 @@ class Watcher:
                 self._cond.wait(timeout)
         return None
 
-    def _work(self) -> None:
-        while True:
-            item = self._take()
-            if item is None:
-                return
-            path, force, from_event = item
-            before = file_key(path)
-            result = None
-            try:
-                src = Path(path)
-                task = Task(src, default_out_dir(src))
-                if from_event and not force:
-                    force = self._replaced_since_outputs(task)
-                result = self.pipeline.process(task, force=force)
-            except Interrupted:
-                pass
-            except Exception:  # a bug must not kill the worker: say it, go on
-                log.exception("internal error processing %s", path)
-            after = file_key(path)
-            with self._cond:
-                self._tracker.finish(path, changed=after is not None and after != before)
-                self._cond.notify_all()
-            if result is None:
-                if self.pipeline.stop_event.is_set():
+    def _feed(self) -> None:
+        """Hand ready files to the pipeline's pool, each once a worker is free for it."""
+        pool = self.pipeline.pool
+        while not self._stopping.is_set():
+            slot = pool.acquire(timeout=MAX_WAIT, upto=self.jobs)
+            if slot is None:
+                if pool.closing:
                     return
                 continue
-            try:
-                self._report(result)
-            except Exception:  # e.g. stdout closed under --json: say it, go on
-                log.exception("reporting %s", path)
+            item = self._take()
+            if item is None:
+                slot.release()
+                return
+            pool.submit(lambda item=item: self._work(item), slot)
+
+    def _work(self, item: tuple[str, bool, bool]) -> None:
+        """Process one ready file in the pool, then report it."""
+        path, force, from_event = item
+        before = file_key(path)
+        result = None
+        try:
+            src = Path(path)
+            task = Task(src, default_out_dir(src))
+            if from_event and not force:
+                force = self._replaced_since_outputs(task)
+            result = self.pipeline.process(task, force=force)
+        except Interrupted:
+            pass
+        except Exception:  # a bug must not stop the watcher: say it, go on
+            log.exception("internal error processing %s", path)
+        after = file_key(path)
+        with self._cond:
+            self._tracker.finish(path, changed=after is not None and after != before)
+            self._cond.notify_all()
+        if result is None:
+            return
+        try:
+            self._report(result)
+        except Exception:  # e.g. stdout closed under --json: say it, go on
+            log.exception("reporting %s", path)
 
     def _replaced_since_outputs(self, task: Task) -> bool:
         """True when the input changed after its outputs were made, whatever its mtime says.

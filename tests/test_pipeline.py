@@ -1,15 +1,18 @@
-"""The pipeline: all-or-nothing outputs, atomic writes, bounded in-flight work."""
+"""The pipeline: all-or-nothing outputs, atomic writes; its pool: bounded, one drain/abort and signal policy."""
 
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from imgtool.backends.cpu import CpuBackend
 from imgtool.ops import OPERATIONS, Settings
-from imgtool.pipeline import IN_FLIGHT_PER_WORKER, Pipeline, Task
+from imgtool.pipeline import IN_FLIGHT_PER_WORKER, Interrupted, Pipeline, Pool, Signals, Task, current_task
 
 
 def png(path: Path, w=64, h=48, seed=0) -> Path:
@@ -94,3 +97,121 @@ def test_map_reports_every_task_exactly_once(tmp_path):
     results = list(Pipeline(Settings(), backend=CpuBackend(), jobs=3).map(tasks, force=True))
     assert sorted(r.task.job_id for r in results) == sorted(t.job_id for t in tasks)
     assert [r.task.job_id for r in results if r.status == "failed"] == ["bad"]
+
+
+# ---- the pool: bounded, one drain/abort policy, the hooks for memory and time budgets ----------
+
+def _wait(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_pool_admits_only_so_many_images_in_flight():
+    pool = Pool(2)
+    a, b = pool.acquire(), pool.acquire()
+    assert pool.active == 2 and pool.acquire(timeout=0.05) is None  # a worker each: full
+    ahead = [pool.acquire(timeout=0, upto=pool.capacity) for _ in range(pool.capacity - 2)]
+    assert all(ahead) and pool.acquire(timeout=0, upto=pool.capacity) is None
+    for s in ahead + [a]:
+        s.release()
+    a.release()  # a second release gives nothing back twice
+    assert pool.active == 1 and pool.acquire(timeout=0) is not None
+    b.release()
+
+
+def test_drain_lets_work_in_flight_finish_and_admits_nothing_new():
+    pool = Pool(2)
+    release = threading.Event()
+    finished = []
+
+    def work(i):
+        release.wait(10)
+        finished.append(i)
+        return i
+
+    results = []
+    for i in range(2):
+        pool.submit(lambda i=i: work(i), pool.acquire(), on_done=lambda r, e: results.append((r, e)))
+    drained = []
+    t = threading.Thread(target=lambda: drained.append(pool.drain()))
+    t.start()
+    _wait(lambda: pool.closing)
+    assert pool.acquire(timeout=0) is None  # closing: nothing new
+    release.set()
+    t.join(10)
+    assert drained == [True] and sorted(finished) == [0, 1] and sorted(results) == [(0, None), (1, None)]
+    assert pool.active == 0 and not pool.aborting
+
+
+def test_a_drain_past_its_grace_aborts_the_tasks_at_their_next_step():
+    pool = Pool(1)
+    outcome = []
+
+    def endless():
+        while True:
+            current_task().check()  # what the pipeline does between steps
+            time.sleep(0.01)
+
+    pool.submit(endless, pool.acquire(), on_done=lambda r, e: outcome.append(type(e)))
+    pool.close(grace=0.2)
+    start = time.monotonic()
+    assert pool.drain() is False
+    assert pool.aborting and 0.15 < time.monotonic() - start < 5
+    _wait(lambda: outcome)
+    assert outcome == [Interrupted] and pool.wait_idle(5)
+
+
+def test_signals_first_drains_second_aborts_then_handlers_come_back():
+    pool = Pool(1)
+    said = []
+    before = signal.getsignal(signal.SIGTERM)
+    with Signals(pool, grace=None, on_drain=lambda n: said.append(("drain", n)),
+                 on_abort=lambda n: said.append(("abort", n))) as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        _wait(lambda: signals.count == 1)
+        assert pool.closing and not pool.aborting and signals.draining.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        _wait(lambda: signals.count == 2)
+        assert pool.aborting and signals.aborted
+    assert said == [("drain", "SIGTERM"), ("abort", "SIGINT")]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_grace_zero_aborts_on_the_first_signal():
+    pool = Pool(1)
+    with Signals(pool, grace=0) as signals:
+        os.kill(os.getpid(), signal.SIGINT)
+        _wait(lambda: signals.count == 1)
+    assert pool.closing and pool.aborting
+
+
+def test_tasks_declare_their_decoded_size_and_a_deadline_can_be_overrun(tmp_path):
+    pool = Pool(1, time_budget=0.05)
+    seen = {}
+    go = threading.Event()
+
+    def task():
+        ctx = current_task()
+        ctx.admit(1234)
+        seen["admitted"] = pool.admitted_bytes
+        seen["deadline"] = ctx.deadline - ctx.started
+        go.wait(10)
+
+    pool.submit(task, pool.acquire())
+    _wait(lambda: "admitted" in seen)
+    assert seen["admitted"] == 1234 and seen["deadline"] == pytest.approx(0.05)
+    _wait(lambda: pool.overdue())
+    [late] = pool.overdue()
+    assert late.overran
+    go.set()
+    assert pool.wait_idle(5) and pool.admitted_bytes == 0 and pool.overdue() == []
+    # The pipeline declares what the header says the decoded image holds.
+    src = png(tmp_path / "a.png", 30, 20)
+    pipe = Pipeline(Settings(ops=("blur",)), backend=CpuBackend(), jobs=1)
+    declared = []
+    real = pipe.pool._admit
+    pipe.pool._admit = lambda ctx, n: (declared.append(n), real(ctx, n))
+    assert [r.status for r in pipe.map([Task(src, tmp_path / "o")], force=True)] == ["done"]
+    assert declared == [30 * 20 * 3]

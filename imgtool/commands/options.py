@@ -28,7 +28,9 @@ from ..ops import (
     MIN_QUALITY,
     Settings,
 )
-from ..pipeline import MAX_JOBS
+
+#: The most images processed at once that -j and -w accept.
+MAX_JOBS = 256
 
 
 class OpsList(click.ParamType):

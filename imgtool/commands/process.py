@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import time
 from typing import Iterator
@@ -13,7 +12,8 @@ import click
 
 from .. import storage
 from ..errors import ImgtoolError
-from ..pipeline import Pipeline, Result, Task, count_inputs, list_inputs
+from ..pipeline import Interrupted, Pipeline, Result, Signals, Task, count_inputs, list_inputs
+from . import Outcome
 from .options import jobs_option, processing_options, verbosity_options
 
 log = logging.getLogger("imgtool")
@@ -109,30 +109,32 @@ def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json
     counts = {"done": 0, "skipped": 0, "failed": 0}
     start = time.perf_counter()
     bar = _progress_bar(quiet, paths)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        for res in pipe.map(tasks, force=force):
-            counts[res.status] += 1
-            _report(res, as_json, bar)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"failed {counts['failed']}" if counts["failed"] else "", refresh=False)
-        for task, first in collisions:
-            counts["failed"] += 1
-            err = ImgtoolError(f"its outputs would overwrite those of {first}", task.src)
-            _report(Result(task, "failed", error=err), as_json, bar)
-        for folder, exc in unreadable:
-            counts["failed"] += 1
-            err = ImgtoolError(f"cannot list this folder ({exc.strerror or exc})", folder)
-            _report(Result(Task(folder, folder), "failed", error=err), as_json, bar)
-    except KeyboardInterrupt:
+    # No grace: the first signal stops the run at once.  Outputs are all or
+    # nothing, so nothing is lost by not waiting for the images in work.
+    with Signals(pipe.pool, grace=0) as signals:
+        try:
+            for res in pipe.map(tasks, force=force):
+                counts[res.status] += 1
+                _report(res, as_json, bar)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"failed {counts['failed']}" if counts["failed"] else "", refresh=False)
+            for task, first in collisions:
+                counts["failed"] += 1
+                err = ImgtoolError(f"its outputs would overwrite those of {first}", task.src)
+                _report(Result(task, "failed", error=err), as_json, bar)
+            for folder, exc in unreadable:
+                counts["failed"] += 1
+                err = ImgtoolError(f"cannot list this folder ({exc.strerror or exc})", folder)
+                _report(Result(Task(folder, folder), "failed", error=err), as_json, bar)
+        except Interrupted:
+            pass
+    if signals.count:
         pipe.stop()
         if bar is not None:
             bar.close()
         click.echo("Interrupted: no partial output was left.", err=True)
-        sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return Outcome.INTERRUPTED
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
@@ -143,11 +145,7 @@ def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json
         err=True,
     )
     pipe.close()
-    return 1 if counts["failed"] else 0
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    return Outcome.FAILURES if counts["failed"] else Outcome.OK
 
 
 def _progress_bar(quiet: bool, paths: tuple):
@@ -201,7 +199,7 @@ def _dry_run(tasks, settings, force, as_json, collisions, unreadable) -> int:
     for folder, exc in unreadable:
         click.echo(f"Error: {folder}: cannot list this folder ({exc.strerror or exc})", err=True)
     click.echo(f"{n} to process (dry run: nothing written)", err=True)
-    return 1 if collisions or unreadable else 0
+    return Outcome.FAILURES if collisions or unreadable else Outcome.OK
 
 
 COMMANDS = [process]

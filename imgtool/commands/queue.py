@@ -19,7 +19,8 @@ from ..queue.connection import CONNECTION_ERRORS, make_client, redact, resolve_u
 from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
-from .options import OpsList, processing_options, verbosity_options
+from . import Outcome
+from .options import MAX_JOBS, OpsList, processing_options, verbosity_options
 
 log = logging.getLogger("imgtool")
 
@@ -56,7 +57,7 @@ def _positive(ctx, param, value):
 
 @click.command()
 @redis_options
-@click.option("-w", "--workers", type=click.IntRange(1, 256), default=D.DEFAULT_WORKERS, show_default=True,
+@click.option("-w", "--workers", type=click.IntRange(1, MAX_JOBS), default=D.DEFAULT_WORKERS, show_default=True,
               help="Jobs processed at once (threads sharing one backend and GPU).")
 @click.option("--max-retries", type=click.IntRange(0), default=D.DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries of a job whose error is retryable before it goes to image:failed.")
@@ -102,7 +103,7 @@ def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metr
         roots = AllowRoots.from_options(allow_roots)
     except ValueError as exc:
         raise click.UsageError(f"{D.ALLOW_ROOTS_ENV}: {exc}") from None
-    config = WorkerConfig(workers=workers, prefix=keys.prefix, max_retries=max_retries,
+    config = WorkerConfig(workers=workers, keys=keys, max_retries=max_retries,
                           max_recoveries=max_recoveries, drain_timeout=drain_timeout,
                           heartbeat_ttl=heartbeat_ttl, retry_base=retry_base, retry_cap=retry_cap,
                           done_cap=done_cap)
@@ -119,7 +120,8 @@ def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metr
             raise click.UsageError(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
         log.info("queue: metrics on http://%s:%d/metrics and /healthz", metrics_host, server.port)
     try:
-        return worker.run()
+        worker.run()
+        return Outcome.OK
     finally:
         if server is not None:
             server.stop()
@@ -199,7 +201,7 @@ def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
     if dry_run:
         for p in payloads:
             click.echo(p.decode())
-        return 1 if skipped else 0
+        return Outcome.FAILURES if skipped else Outcome.OK
     client = make_client(url)
     try:
         for i in range(0, len(payloads), D.ENQUEUE_BATCH):
@@ -207,7 +209,7 @@ def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
     except CONNECTION_ERRORS as exc:
         raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
     log.info("enqueue: pushed %d job(s) to %s", len(payloads), keys.jobs)
-    return 1 if skipped else 0
+    return Outcome.FAILURES if skipped else Outcome.OK
 
 
 # ------------------------------------------------------------------------ status
@@ -240,7 +242,7 @@ def status(url, keys, as_json):
     if as_json:
         click.echo(json.dumps({"lists": {keys.lists[k]: n for k, n in lengths.items()},
                                "retryScheduled": scheduled, "workers": rows}))
-        return 0
+        return Outcome.OK
     for name, n in lengths.items():
         click.echo(f"{keys.lists[name]:<24} {n}")
     click.echo(f"{keys.retry_schedule:<24} {scheduled}")
@@ -250,7 +252,7 @@ def status(url, keys, as_json):
         beat = f"{r['lastBeatAgoMs'] / 1000:.1f} s ago" if r["lastBeatAgoMs"] is not None else "-"
         click.echo(f"  {r['id']:<40} {r['state']:<9} in flight {r['inFlight']:<4} "
                    f"{r['backend'] or '-':<5} beat {beat}")
-    return 0
+    return Outcome.OK
 
 
 COMMANDS = [queue, enqueue, status]

@@ -5,21 +5,18 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
 
 import click
 
-from ..pipeline import Pipeline, Result, default_jobs
+from ..pipeline import Pipeline, Result, Signals, default_jobs
 from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
+from . import Outcome
 from .options import jobs_option, processing_options, verbosity_options
 
 log = logging.getLogger("imgtool")
-
-EXIT_ROOT_GONE = 1
-EXIT_ABORTED = 130
 
 
 @click.command()
@@ -61,44 +58,35 @@ def watch(directory, settings, backend, jobs, polling, poll_interval, settle, in
     watcher = Watcher(directory, pipe, jobs=jobs, polling=polling, poll_interval=poll_interval,
                       settle=settle, initial_scan=initial_scan,
                       on_result=print_json if as_json else None)
-    stop = threading.Event()
-    signals: list[int] = []
 
-    def on_signal(signum, frame):
-        signals.append(signum)
-        if len(signals) == 1:
-            log.info("stopping: finishing the files in work (signal again to interrupt them)")
-        else:
-            pipe.stop_event.set()
-        stop.set()
+    def on_drain(name: str) -> None:
+        log.info("stopping: finishing the files in work (signal again to interrupt them)")
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with Signals(pipe.pool, grace=None, on_drain=on_drain) as signals:
         try:
-            watcher.start()
-        except OSError as exc:
-            hint = ""
-            if exc.errno == errno.ENOSPC:  # inotify's limit, not the disk
-                hint = " (inotify watch limit reached: raise fs.inotify.max_user_watches, or use --polling)"
-            elif exc.errno == errno.EMFILE:
-                hint = " (too many inotify instances: raise fs.inotify.max_user_instances, or use --polling)"
-            raise click.ClickException(f"cannot watch {directory}: {exc.strerror or exc}{hint}") from exc
-        log.info("watching %s (%s, settle %g s, %d job%s, backend %s)", watcher.root,
-                 watcher.observer_name, watcher.quiet, jobs, "" if jobs == 1 else "s", pipe.backend_name)
-        while not stop.wait(0.2):
-            if watcher.root_gone.is_set():
-                log.error("%s was removed; stopping", watcher.root)
-                break
-    finally:
-        watcher.stop(abort=pipe.stop_event.is_set())
-        pipe.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            try:
+                watcher.start()
+            except OSError as exc:
+                hint = ""
+                if exc.errno == errno.ENOSPC:  # inotify's limit, not the disk
+                    hint = " (inotify watch limit reached: raise fs.inotify.max_user_watches, or use --polling)"
+                elif exc.errno == errno.EMFILE:
+                    hint = " (too many inotify instances: raise fs.inotify.max_user_instances, or use --polling)"
+                raise click.ClickException(f"cannot watch {directory}: {exc.strerror or exc}{hint}") from exc
+            log.info("watching %s (%s, settle %g s, %d job%s, backend %s)", watcher.root,
+                     watcher.observer_name, watcher.quiet, jobs, "" if jobs == 1 else "s", pipe.backend_name)
+            while not signals.draining.wait(0.2):
+                if watcher.root_gone.is_set():
+                    log.error("%s was removed; stopping", watcher.root)
+                    break
+        finally:
+            watcher.stop(abort=pipe.pool.aborting)
+            pipe.close()
     c = watcher.counts
     log.info("stopped: %d processed, %d failed", c["done"], c["failed"])
-    if len(signals) > 1:
-        return EXIT_ABORTED
-    return EXIT_ROOT_GONE if watcher.root_gone.is_set() and not signals else 0
+    if signals.aborted:
+        return Outcome.INTERRUPTED
+    return Outcome.FAILURES if watcher.root_gone.is_set() and not signals.count else Outcome.OK
 
 
 COMMANDS = [watch]

@@ -99,6 +99,12 @@ class Opened:
                 raise CorruptImage(f"its header gives an empty size {w}x{h}", self.name)
 
     @property
+    def decoded_bytes(self) -> int:
+        """What the decoded 8-bit image will hold, from the header (RGBA where there is alpha, else RGB)."""
+        w, h = self.image.size  # orientation swaps the sides, not their product
+        return w * h * (4 if self.image.has_transparency_data else 3)
+
+    @property
     def info(self) -> ImageInfo:
         """The format, upright size and alpha from the header; reads no pixel data."""
         im = self.image

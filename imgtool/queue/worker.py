@@ -2,10 +2,11 @@
 
 Threads of one worker process:
 
-- the main thread takes jobs (BLMOVE into the in-flight list) while a slot is
-  free, and handles signals;
-- ``workers`` job threads run jobs through one shared Pipeline (one backend,
-  so one GPU dispatcher) and record each result with one atomic script;
+- the main thread takes jobs (BLMOVE into the in-flight list) while the
+  pipeline's pool has a worker free, and handles signals (pipeline.Signals:
+  the first drains, the second puts unfinished jobs back at once);
+- the pool's ``workers`` threads run jobs through the one Pipeline (one
+  backend, so one GPU dispatcher) and record each result with one atomic script;
 - a housekeeping thread beats the heartbeat, moves due retries back, recovers
   dead workers' jobs and reads the queue depths for the metrics.
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 import collections
 import enum
 import logging
-import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import redis
 
 from ..errors import ImgtoolError
 from ..ops import Settings
-from ..pipeline import Interrupted, Pipeline, Task
+from ..pipeline import Interrupted, Pipeline, Signals, Task
 from . import jobs as jobs_mod
 from .connection import CONNECTION_ERRORS, RedisHealth, backoff_delay, make_client, redact
 from .defaults import (
@@ -36,7 +35,6 @@ from .defaults import (
     DEFAULT_HEARTBEAT_TTL,
     DEFAULT_MAX_RECOVERIES,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_PREFIX,
     DEFAULT_RETRY_BASE,
     DEFAULT_RETRY_CAP,
     DEFAULT_WORKERS,
@@ -68,7 +66,7 @@ class WorkerConfig:
     """How a worker behaves; every default comes from queue/defaults.py."""
 
     workers: int = DEFAULT_WORKERS
-    prefix: str = DEFAULT_PREFIX
+    keys: Keys = field(default_factory=Keys)
     max_retries: int = DEFAULT_MAX_RETRIES
     max_recoveries: int = DEFAULT_MAX_RECOVERIES
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
@@ -102,7 +100,7 @@ class Worker:
         self.pipeline = pipeline
         self.roots = roots
         self.metrics = metrics
-        self.keys = Keys(config.prefix)
+        self.keys = config.keys
         self.client = make_client(url)
         self.proto = Protocol(self.client, self.keys, config.done_cap)
         self.health = RedisHealth(url, on_change=metrics.set_redis_up if metrics else None)
@@ -112,14 +110,11 @@ class Worker:
 
         self._in_hand: collections.Counter[bytes] = collections.Counter()
         self._hand_lock = threading.Condition()
-        self._slots = threading.Semaphore(config.workers)
-        self._todo: queue.Queue[bytes] = queue.Queue()
         self._draining = threading.Event()
         self._hard_stop = threading.Event()  # second signal or drain timeout: stop waiting
         self._abandon = threading.Event()  # job threads stop trying to record
         self._hk_stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._signals = 0
+        self._signals: Signals | None = None
         # A take may move a job up to take_timeout after it is sent; it must land
         # while our heartbeat still exists, or a recovering worker could reap us
         # (drop us from the registry) just before, leaving that job in a list
@@ -130,16 +125,18 @@ class Worker:
 
     # ------------------------------------------------------------------ life
 
-    def run(self) -> int:
-        """Serve until a signal; returns the exit code (0)."""
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
+    def run(self) -> None:
+        """Serve until a signal."""
+        signals = Signals(self.pipeline.pool, grace=self.config.drain_timeout,
+                          on_drain=self._on_drain, on_abort=self._on_abort)
+        self._signals = signals
+        with signals:
             self._set_state(State.STARTING)
             if not self.roots:
                 log.warning("queue: no --allow-root given: jobs may read and write anywhere this "
                             "worker can (set --allow-root or %s)", jobs_mod.ALLOW_ROOTS_ENV)
             if not self._register():
-                return 0
+                return
             try:
                 self._start_threads()
                 log.info("queue: worker %s taking jobs from %s at %s (%d at once, backend %s)",
@@ -149,22 +146,16 @@ class Worker:
                 self._drain()
             finally:
                 self._shutdown()
-            return 0
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
 
-    def _on_signal(self, signum, frame):
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1:
-            log.info("queue: %s: draining (finishing %d in-flight job(s), up to %g s); "
-                     "send it again to put them back at once", name, self.in_flight,
-                     self.config.drain_timeout)
-            self._draining.set()
-        else:
-            log.info("queue: %s again: putting unfinished jobs back now", name)
-            self._hard_stop.set()
+    def _on_drain(self, name: str) -> None:
+        log.info("queue: %s: draining (finishing %d in-flight job(s), up to %g s); "
+                 "send it again to put them back at once", name, self.in_flight,
+                 self.config.drain_timeout)
+        self._draining.set()
+
+    def _on_abort(self, name: str) -> None:
+        log.info("queue: %s again: putting unfinished jobs back now", name)
+        self._hard_stop.set()
         self._draining.set()
 
     def _beat(self) -> None:
@@ -190,10 +181,6 @@ class Worker:
 
     def _start_threads(self) -> None:
         self._set_state(State.IDLE)
-        for i in range(self.config.workers):
-            t = threading.Thread(target=self._job_thread, name=f"imgtool-job-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
         self._hk = threading.Thread(target=self._housekeeping, name="imgtool-housekeeping", daemon=True)
         self._hk.start()
 
@@ -203,9 +190,11 @@ class Worker:
         attempt = 0
         reconcile = True
         next_reconcile = 0.0
+        pool = self.pipeline.pool
         while not self._draining.is_set():
             self.last_loop = time.monotonic()
-            if not self._slots.acquire(timeout=TAKE_TIMEOUT):
+            slot = pool.acquire(timeout=TAKE_TIMEOUT, upto=self.config.workers)
+            if slot is None:
                 continue
             payload = None
             try:
@@ -225,7 +214,7 @@ class Worker:
                 log.error("queue: taking a job failed: %s", exc)
                 reconcile = True
             if payload is None:
-                self._slots.release()
+                slot.release()
                 if reconcile:
                     self.health.pause(attempt, self._draining)
                     attempt += 1
@@ -233,7 +222,7 @@ class Worker:
             with self._hand_lock:
                 self._in_hand[payload] += 1
                 self._set_state(State.BUSY)
-            self._todo.put(payload)
+            pool.submit(lambda payload=payload: self._run_job(payload), slot)
 
     def _reconcile(self) -> None:
         """Put back jobs in our in-flight list that no thread holds.
@@ -257,25 +246,23 @@ class Worker:
 
     # ------------------------------------------------------------------ jobs
 
-    def _job_thread(self) -> None:
-        while True:
-            payload = self._todo.get()
-            try:
-                self._handle(payload)
-            except Interrupted:
-                pass  # shutting down: the job stays in flight and is released
-            except Exception as exc:  # noqa: BLE001 - a bug here must not lose the job or the thread
-                log.exception("queue: unexpected error handling a job")
-                self._record_internal_error(payload, exc)
-            finally:
-                with self._hand_lock:
-                    self._in_hand[payload] -= 1
-                    if self._in_hand[payload] <= 0:
-                        del self._in_hand[payload]
-                    if not self._in_hand and self.state == State.BUSY:
-                        self._set_state(State.IDLE)
-                    self._hand_lock.notify_all()
-                self._slots.release()
+    def _run_job(self, payload: bytes) -> None:
+        """One job, in the pool: run it, record its result, hand it back."""
+        try:
+            self._handle(payload)
+        except Interrupted:
+            pass  # shutting down: the job stays in flight and is released
+        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the job or the thread
+            log.exception("queue: unexpected error handling a job")
+            self._record_internal_error(payload, exc)
+        finally:
+            with self._hand_lock:
+                self._in_hand[payload] -= 1
+                if self._in_hand[payload] <= 0:
+                    del self._in_hand[payload]
+                if not self._in_hand and self.state == State.BUSY:
+                    self._set_state(State.IDLE)
+                self._hand_lock.notify_all()
 
     def _handle(self, payload: bytes) -> None:
         start = time.perf_counter()
@@ -416,17 +403,12 @@ class Worker:
     # ------------------------------------------------------------------ stopping
 
     def _drain(self) -> None:
+        """Let in-flight jobs finish: the pool's drain, within --drain-timeout of the signal."""
         self._set_state(State.DRAINING)
-        deadline = time.monotonic() + self.config.drain_timeout
-        with self._hand_lock:
-            while self._in_hand and not self._hard_stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning("queue: drain timeout (%g s): putting %d unfinished job(s) back",
-                                self.config.drain_timeout, sum(self._in_hand.values()))
-                    break
-                self._hand_lock.wait(min(0.1, left))
-                self.last_loop = time.monotonic()
+        finished = self.pipeline.pool.drain(on_wait=lambda: setattr(self, "last_loop", time.monotonic()))
+        if not finished and not self._hard_stop.is_set():
+            log.warning("queue: drain timeout (%g s): putting %d unfinished job(s) back",
+                        self.config.drain_timeout, self.in_flight)
 
     def _shutdown(self) -> None:
         """Stop the threads, put back whatever is still in flight, deregister."""
@@ -445,14 +427,14 @@ class Worker:
                     log.info("queue: put %d unfinished job(s) back on %s", n, self.keys.jobs)
                 break
             except redis.exceptions.RedisError as exc:
-                if time.monotonic() >= deadline or self._signals > 2:
+                if time.monotonic() >= deadline or (self._signals is not None and self._signals.count > 2):
                     log.warning("queue: cannot reach Redis to put unfinished jobs back (%s); they stay "
                                 "in %s until another worker recovers them", exc, self.keys.inflight(self.id))
                     break
                 self.health.failed(exc)
                 self.health.pause(attempt)
                 attempt += 1
-        busy = [t for t in self._threads if t.is_alive()]
+        busy = self.pipeline.pool.active > 0
         idle = self.in_flight == 0
         if idle:
             self.pipeline.close()
