@@ -21,6 +21,8 @@ from pathlib import Path
 # Old and new names of the same step are both listed (the pipeline is being
 # reworked): a name that is missing or never called is left out of the table.
 PHASES = (
+    ("imgtool.imageio", "open_image", "open (the header read and checked)", 0),
+    ("imgtool.imageio.decode:Opened", "decode", "decode (orientation, colour, to a PIL image)", 0),
     ("imgtool.imageio", "decode_image", "decode (open, orientation, colour, to a PIL image)", 0),
     ("imgtool.imageio", "decode", "decode (open, orientation, colour, to an array)", 0),
     ("imgtool.backends.cpu:CpuBackend", "apply_image", "operations (backend.apply_image)", 0),
@@ -37,6 +39,7 @@ PHASES = (
     ("imgtool.webp", "encode_simple", "libwebp called directly", 1),
     ("imgtool.imageio.libwebp", "encode_simple", "libwebp called directly", 1),
     ("imgtool.imageio", "write_atomic", "atomic writes (3 per image)", 0),
+    ("imgtool.storage.local", "write_atomic", "atomic writes (3 per image)", 0),
 )
 
 
@@ -103,8 +106,9 @@ def phase_times(files: list[Path], out: Path):
                 setattr(owner, attr, fn)
             else:
                 delattr(owner, attr)
-    rows = [(label, level, totals[label], calls[label])
-            for _s, _a, label, level in PHASES if calls.get(label)]
+    rows = [(label, level, totals[label], calls[label])  # a label listed under old and new names: once
+            for label, level in dict.fromkeys((label, level) for _s, _a, label, level in PHASES)
+            if calls.get(label)]
     missing += [f"{s}.{a}" for s, a, label, _l in PHASES
                 if not calls.get(label) and f"{s}.{a}" not in missing]
     return wall, totals[None], rows, missing

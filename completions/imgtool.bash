@@ -13,7 +13,7 @@ _imgtool_complete() {
         completion)
             case "$prev" in
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         enqueue)
@@ -24,7 +24,7 @@ _imgtool_complete() {
                 -o|--output-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --options) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --ops -o --output-dir --options -n --dry-run" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --ops -o --output-dir --options -n --dry-run -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         process)
@@ -41,7 +41,7 @@ _imgtool_complete() {
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -q --quiet -v --verbose -j --jobs -f --force -n --dry-run --json" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         queue)
@@ -77,7 +77,7 @@ _imgtool_complete() {
                 --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --json" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         watch)
@@ -95,7 +95,7 @@ _imgtool_complete() {
                 --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -q --quiet -v --verbose -j --jobs --polling --poll-interval --settle --no-initial-scan --json" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

@@ -20,6 +20,8 @@ _imgtool() {
     case $sub in
         completion)
             _arguments -s \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
             ;;
         enqueue)
             _arguments -s \
@@ -29,6 +31,8 @@ _imgtool() {
                 '(-o --output-dir)'{-o,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\].]:dir:_files -/' \
                 '--options[Per-operation parameters, e.g. '\''{"thumbnail"\: {"width"\: 320}}'\''.]:value:' \
                 '(-n --dry-run)'{-n,--dry-run}'[Print the jobs (one JSON line each) instead of pushing them.]' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '*:path:_files'
             ;;
         process)
@@ -44,12 +48,12 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
-                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
-                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '(-f --force)'{-f,--force}'[Redo inputs whose outputs are already up to date.]' \
                 '(-n --dry-run)'{-n,--dry-run}'[Say what would be done; write nothing.]' \
                 '--json[One JSON line per input on stdout.]' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '*:path:_files'
             ;;
         queue)
@@ -84,7 +88,9 @@ _imgtool() {
             _arguments -s \
                 '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
-                '--json[One JSON object on stdout.]'
+                '--json[One JSON object on stdout.]' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
             ;;
         watch)
             _arguments -s \
@@ -98,14 +104,14 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
-                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
-                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--polling[Poll the folder instead of using kernel events (network filesystems).]' \
                 '--poll-interval[Seconds between two looks at the folder with --polling.]:value:' \
                 '--settle[Seconds a file must stay unchanged after its last write (inotify\: after its last close) before it is processed; with --polling, at least the poll interval.]:value:' \
                 '--no-initial-scan[Do not catch up on files that lack up-to-date outputs at start.]' \
                 '--json[One JSON line per processed file on stdout.]' \
+                '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
+                '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '*:path:_files'
             ;;
     esac

@@ -1,4 +1,4 @@
-"""The imgtool command group, its global options, and the one place exit codes are decided."""
+"""The imgtool command group, logging and verbosity, and the one place exit codes are decided."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class _Formatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int) -> None:
+    """Log to stderr: warnings and errors at -1 (-q), information at 0, debugging above."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
@@ -39,6 +40,49 @@ def setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class _Verbosity:
+    """What -q and -v said, before the command name or after it: the one reading of them.
+
+    Each -v adds one; -q means -1 unless a -v was given too.  Logging follows
+    at once, and main() shows tracebacks above 0.
+    """
+
+    def __init__(self):
+        self.verbose = 0
+        self.quiet = False
+
+    @property
+    def level(self) -> int:
+        return -1 if self.quiet and not self.verbose else self.verbose
+
+    def note(self, ctx: click.Context, param: click.Parameter, value) -> None:
+        """The callback of every -v and -q option."""
+        if not value:
+            return
+        if param.name == "quiet":
+            self.quiet = True
+        else:
+            self.verbose += value
+        ctx.find_root().ensure_object(dict)["verbose"] = self.level
+        setup_logging(self.level)
+
+
+_verbosity = _Verbosity()
+
+VERBOSE_HELP = "More output; tracebacks for errors."
+QUIET_HELP = "Only errors and the summary."
+
+
+def verbosity_params() -> list[click.Option]:
+    """-q/-v for after a command's name (``imgtool process DIR -q``), as before it; every command gets them."""
+    return [
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_verbosity.note,
+                     help=QUIET_HELP),
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_verbosity.note,
+                     help=VERBOSE_HELP),
+    ]
 
 
 # Each command's module, imported only when that command runs (or help lists
@@ -63,16 +107,18 @@ class LazyGroup(click.Group):
 
             module = importlib.import_module(LAZY_COMMANDS[name])
             for command in module.COMMANDS:
-                self.add_command(command)
+                if command.name not in self.commands:
+                    command.params.extend(verbosity_params())
+                    self.add_command(command)
         return self.commands.get(name)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="imgtool")
-@click.option("-v", "--verbose", count=True, help="More output; tracebacks for errors.")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+@click.option("-v", "--verbose", count=True, expose_value=False, callback=_verbosity.note, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_verbosity.note, help=QUIET_HELP)
 @click.pass_context
-def cli(ctx, verbose, quiet):
+def cli(ctx):
     """Make thumbnail, blur and low-quality WebP derivatives of images.
 
     \b
@@ -80,14 +126,12 @@ def cli(ctx, verbose, quiet):
       imgtool watch uploads/                 new uploads as they land
       imgtool queue --redis HOST             jobs from the upload server's Redis queue
     """
-    ctx.ensure_object(dict)
-    ctx.obj["verbose"] = -1 if quiet and not verbose else verbose
-    setup_logging(ctx.obj["verbose"])
+    ctx.ensure_object(dict)["verbose"] = _verbosity.level
+    setup_logging(_verbosity.level)
 
 
 def main(argv=None) -> None:
     """Entry point: run the CLI, turning user errors into one line and an exit code."""
-    verbose = any(a in ("-v", "--verbose", "-vv", "-vvv") for a in (argv or sys.argv[1:]))
     try:
         rc = cli.main(args=argv, prog_name="imgtool", standalone_mode=False)
     except click.exceptions.Abort:
@@ -104,14 +148,14 @@ def main(argv=None) -> None:
         click.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except ImgtoolError as exc:
-        if verbose:
+        if _verbosity.level > 0:
             raise
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug, not a user error: one line unless -v
-        if verbose:
+        if _verbosity.level > 0:
             raise
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
         sys.exit(EXIT_FAILURES)

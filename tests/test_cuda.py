@@ -129,7 +129,7 @@ def test_gpu_memory_error_is_retryable_and_the_backend_recovers(backend):
 
 
 def test_kernel_failure_is_a_gpu_error_for_that_image_only(backend, monkeypatch):
-    real = cuda_mod.kernel_source
+    real = cuda_mod.plan.kernel_source
 
     def trapping(name, defines):
         src = real(name, defines)
@@ -137,17 +137,17 @@ def test_kernel_failure_is_a_gpu_error_for_that_image_only(backend, monkeypatch)
             src = src.replace("const int sx =", "if (x == 0 && width == 13) __trap();\n    const int sx =")
         return src
 
-    monkeypatch.setattr(cuda_mod, "kernel_source", trapping)
+    monkeypatch.setattr(cuda_mod.plan, "kernel_source", trapping)
     with pytest.raises(GPUError, match="LaunchError"):
         backend.halfsize(image(13, 5))
     assert backend.halfsize(image(12, 5)).shape == (2, 6, 3)  # a new context, the next image is fine
-    monkeypatch.setattr(cuda_mod, "kernel_source", real)
+    monkeypatch.setattr(cuda_mod.plan, "kernel_source", real)
 
 
 def test_a_context_that_cannot_be_rebuilt_fails_jobs_instead_of_hanging(backend, monkeypatch):
-    real = cuda_mod.kernel_source
+    real = cuda_mod.plan.kernel_source
     monkeypatch.setattr(
-        cuda_mod, "kernel_source",
+        cuda_mod.plan, "kernel_source",
         lambda name, defines: real(name, defines).replace("const int sx =", "__trap();\n    const int sx ="),
     )
 

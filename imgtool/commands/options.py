@@ -122,21 +122,3 @@ def processing_options(f):
 def jobs_option(f):
     return click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=None,
                         help="Images processed at once [default: the number of CPU cores].")(f)
-
-
-def _set_verbosity(ctx, param, value):
-    if not value:
-        return
-    obj = ctx.find_root().ensure_object(dict)
-    obj["verbose"] = -1 if param.name == "quiet" else max(obj.get("verbose", 0), 0) + value
-    from ..cli import setup_logging
-
-    setup_logging(obj["verbose"])
-
-
-def verbosity_options(f):
-    """-q/-v after the command name too (``imgtool process DIR -q``), as before it."""
-    f = click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity,
-                     help="More output; tracebacks for errors.")(f)
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
-                        help="Only errors and the summary.")(f)

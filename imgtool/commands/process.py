@@ -14,7 +14,7 @@ from .. import storage
 from ..errors import ImgtoolError
 from ..pipeline import Interrupted, Pipeline, Result, Signals, Task, count_inputs, list_inputs
 from . import Outcome
-from .options import jobs_option, processing_options, verbosity_options
+from .options import jobs_option, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -82,7 +82,6 @@ def _locations(ctx, param, value):
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None, callback=_locations,
               help="Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.")
 @processing_options
-@verbosity_options
 @jobs_option
 @click.option("-f", "--force", is_flag=True, help="Redo inputs whose outputs are already up to date.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")

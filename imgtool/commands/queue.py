@@ -20,7 +20,7 @@ from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
 from . import Outcome
-from .options import MAX_JOBS, OpsList, processing_options, verbosity_options
+from .options import MAX_JOBS, OpsList, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -83,7 +83,6 @@ def _positive(ctx, param, value):
 @click.option("--done-cap", type=click.IntRange(1), default=D.DEFAULT_DONE_CAP, show_default=True,
               help="image:done keeps this many newest entries.")
 @processing_options
-@verbosity_options
 @click.pass_context
 def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
           heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, settings, backend):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
+from .. import storage
 from ..errors import (
     CorruptImage,
     ImageTooLarge,
@@ -155,8 +156,6 @@ def open_image(source, max_pixels: int, name=None) -> Opened:
     """
     if hasattr(source, "read"):
         return Opened(source, name if name is not None else getattr(source, "name", None), max_pixels)
-    from .. import storage
-
     opened = storage.for_location(source).open_input(source)
     return Opened(opened.file, opened.name, max_pixels, owned=opened)
 
