@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import unicodedata
@@ -247,15 +248,18 @@ def make_client(
     try:
         import boto3
         import botocore.exceptions
+        import botocore.session
         from botocore.config import Config
     except ImportError:
         raise PermanentError("s3:// needs boto3: pip install 'imgtool[s3]'") from None
     if endpoint_url is not None:
         _check_endpoint(endpoint_url)
     try:
-        session = boto3.session.Session(profile_name=profile)
+        core = botocore.session.Session(profile=profile)
+        scoped = core.get_scoped_config()
     except botocore.exceptions.ProfileNotFound as exc:
         raise PermanentError(f"AWS profile not found ({exc})") from None
+    session = boto3.session.Session(botocore_session=core)
     region = region or session.region_name or DEFAULT_REGION
 
     def build(path_style: bool):
@@ -268,11 +272,29 @@ def make_client(
                         max_pool_connections=max_connections, **extra)
         return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
+    # Where the endpoint is set (the option, AWS_ENDPOINT_URL[_S3], the profile)
+    # it decides the addressing at once; else botocore resolves it (AWS, or a
+    # services section of the config file), and a non-AWS answer is built again.
+    known = endpoint_url or _configured_endpoint(scoped)
+    if known is not None:
+        return build(path_style=not _is_aws(known))
     client = build(path_style=False)
-    host = (urlsplit(client.meta.endpoint_url).hostname or "").lower()
-    if not host.endswith(_AWS_HOST_SUFFIXES):
-        client = build(path_style=True)
-    return client
+    return client if _is_aws(client.meta.endpoint_url) else build(path_style=True)
+
+
+def _configured_endpoint(scoped: Mapping) -> str | None:
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return os.environ[name]
+    if scoped.get("ignore_configured_endpoint_urls", "").lower() == "true":
+        return None
+    return scoped.get("endpoint_url") or None
+
+
+def _is_aws(url: str) -> bool:
+    return (urlsplit(url).hostname or "").lower().endswith(_AWS_HOST_SUFFIXES)
 
 
 def _check_endpoint(url: str) -> None:
@@ -453,10 +475,17 @@ class S3Store:
 
     def _head_error(self, exc: Exception, url: S3Url) -> ImgtoolError:
         err = error_from_boto(exc, url)
-        if isinstance(err, InputNotFound) and not self._bucket_exists(url):
+        if isinstance(err, InputNotFound) and self._bucket_missing(url):
             # HEAD answers a bare 404 for both; the bucket's own HEAD tells them apart.
             return PermanentError(f"no such bucket {url.bucket!r}", url)
         return err
+
+    def _bucket_missing(self, url: S3Url) -> bool:
+        """True only when the server says the bucket does not exist (a policy may refuse to say)."""
+        try:
+            return not self._bucket_exists(url)
+        except ImgtoolError:
+            return False
 
     def _bucket_exists(self, url: S3Url) -> bool:
         try:
