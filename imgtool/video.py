@@ -141,7 +141,7 @@ def video_frame(
         raise ValueError("timeout must be > 0")
     deadline = time.monotonic() + timeout
     with _Opened(source, name) as opened:
-        container, stream = opened.open(deadline)
+        container, stream = opened.open(deadline, max_pixels)
         ctx = stream.codec_context
         if ctx.width and ctx.height and ctx.width * ctx.height > max_pixels:
             raise ImageTooLarge(
@@ -188,7 +188,7 @@ class _Opened:
         if self._own_file and self._file is not None:
             self._file.close()
 
-    def open(self, deadline: float):
+    def open(self, deadline: float, max_pixels: int = DEFAULT_MAX_PIXELS):
         """Sniff, check the container's declared length, open with that demuxer; (container, video stream)."""
         import av
 
@@ -206,12 +206,13 @@ class _Opened:
         if kind is None:
             raise UnsupportedFormat("not a video this build reads (MP4, MOV, M4V, WebM, MKV, AVI)", self.name)
         self.kind = kind
-        _check_complete(f, start, length, kind, self.name)
+        _check_complete(f, start, length, kind, self.name, deadline)
         f.seek(start)
         remaining = max(0.001, deadline - time.monotonic())
         try:
+            # max_pixels also binds the decoders FFmpeg opens to probe the streams.
             self._container = av.open(f, mode="r", format=_DEMUXERS[kind], timeout=(remaining, remaining),
-                                      metadata_errors="replace")
+                                      options={"max_pixels": str(max_pixels)}, metadata_errors="replace")
         except av.error.ExitError:
             raise VideoTimeout("reading the video took longer than the time limit", self.name) from None
         except (av.error.FFmpegError, EOFError, OSError) as exc:
@@ -262,7 +263,8 @@ class _Opened:
 
 def _check_deadline(deadline: float, timeout: float, name: str) -> None:
     if time.monotonic() > deadline:
-        raise VideoTimeout(f"decoding took longer than {timeout:g} s", name)
+        what = f"longer than {timeout:g} s" if timeout else "longer than the time limit"
+        raise VideoTimeout(f"decoding took {what}", name)
 
 
 def _reason(exc: BaseException) -> str:
@@ -284,10 +286,10 @@ def _is_cover_art(stream) -> bool:
 # --------------------------------------------------------------------------- truncation
 
 
-def _check_complete(f: BinaryIO, start: int, length: int, kind: str, name: str) -> None:
+def _check_complete(f: BinaryIO, start: int, length: int, kind: str, name: str, deadline: float) -> None:
     """CorruptImage when the container's own sizes say the file was cut short."""
     if kind in ("mp4", "mov"):
-        _check_boxes(f, start, length, name)
+        _check_boxes(f, start, length, name, deadline)
     elif kind == "avi":
         f.seek(start + 4)
         declared = int.from_bytes(f.read(4), "little") + 8
@@ -297,11 +299,16 @@ def _check_complete(f: BinaryIO, start: int, length: int, kind: str, name: str) 
         _check_ebml(f, start, length, name)
 
 
-def _check_boxes(f: BinaryIO, start: int, length: int, name: str) -> None:
+def _check_boxes(f: BinaryIO, start: int, length: int, name: str, deadline: float) -> None:
     # Top-level ISO BMFF boxes must tile the file: a cut inside mdat or moov
-    # leaves the last box longer than what is left.
+    # leaves the last box longer than what is left.  A fragmented MP4 has two
+    # boxes per fragment; a file of millions of empty boxes meets the deadline.
     pos = 0
+    count = 0
     while pos + 8 <= length:
+        count += 1
+        if count % 1024 == 0:
+            _check_deadline(deadline, 0, name)
         f.seek(start + pos)
         header = f.read(16)
         size = int.from_bytes(header[0:4], "big")

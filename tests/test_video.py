@@ -229,6 +229,12 @@ def test_decoding_stops_at_the_time_budget(tmp_path):
     assert image.size == (160, 120)
 
 
+def test_a_file_of_a_million_empty_boxes_stops_at_the_time_budget():
+    data = b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00isom" + b"\x00\x00\x00\x08free" * 1_000_000
+    with pytest.raises(VideoTimeout):
+        video_frame(data, timeout=0.05, name="boxes.mp4")
+
+
 @pytest.mark.parametrize("kind", ["h264-mp4", "vp9-webm", "mpeg4-avi"])
 def test_damaged_clips_give_a_frame_or_a_named_error(kind, tmp_path):
     """Bytes overwritten anywhere: never a crash, a hang or a raw FFmpeg error."""
