@@ -93,7 +93,7 @@ def test_parts_of_a_url():
     ("s3://abc/u1/x.jpg", "s3://abc/u1/", True),
     ("s3://abc/u1/deep/er/x.jpg", "s3://abc/u1", True),
     ("s3://abc/u1/", "s3://abc/u1", True),
-    ("s3://abc/u1", "s3://abc/u1", True),
+    ("s3://abc/u1", "s3://abc/u1", False),  # an object named like the folder is beside it
     ("s3://abc/anything.jpg", "s3://abc", True),
     ("s3://abc/u10/x.jpg", "s3://abc/u1", False),  # whole components, not text
     ("s3://abc/u1.jpg", "s3://abc/u1", False),
@@ -133,5 +133,6 @@ def test_accepted_keys_cannot_climb_or_break_a_line(tail):
         parts = parts[:-1]
     assert all(p not in ("", ".", "..") for p in parts)
     assert not any(ch in url.key for ch in "\\\x00\n\u202e")
-    # Within its own parent, never within a sibling that is a text prefix of it.
     assert url.is_within(url.parent)
+    if not url.is_prefix:  # never within a "folder" that is its own key
+        assert not url.is_within(url.as_prefix())

@@ -131,11 +131,15 @@ class S3Url:
         return S3Url(self.bucket, _check_key(key, shown, prefix=key.endswith("/")))
 
     def is_within(self, root: "S3Url") -> bool:
-        """True when this URL is ``root`` or below it, on whole key components."""
+        """True when this URL is below ``root`` (taken as a folder), on whole key components.
+
+        ``s3://b/u1/`` is within ``s3://b/u1``; the object ``s3://b/u1`` is not
+        (it sits beside that folder), nor is ``s3://b/u10/x``.
+        """
         if self.bucket != root.bucket:
             return False
         prefix = root.as_prefix().key
-        return prefix == "" or self.key.startswith(prefix) or self.as_prefix().key == prefix
+        return prefix == "" or self.key.startswith(prefix)
 
     def relative_to(self, root: "S3Url") -> str:
         """The key below ``root`` (``root`` must contain it)."""
