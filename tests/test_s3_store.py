@@ -1,4 +1,4 @@
-"""S3Store against a real SeaweedFS: reads bounded by HEAD, listing by walk.py's rules, atomic
+"""S3Store against a real SeaweedFS: reads bounded by HEAD, listing by the local store's rules, atomic
 all-or-nothing writes with Content-Type, freshness by time, source and settings, and every failure
 named as imgtool's errors (missing, refused, throttled, timed out, unreachable, stopped)."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imgtool import walk
+from imgtool.storage.local import LocalStore
 from imgtool.errors import ImageTooLarge, InputNotFound, PermanentError, TransientIOError
 from imgtool.storage.s3 import (
     SETTINGS_META,
@@ -298,7 +298,7 @@ def test_timeout_is_retryable_and_the_store_works_again_after(seaweed_own, monke
 
 # --------------------------------------------------------------------------- listing
 
-# Names a folder of uploads may hold; the listing must take the same ones as walk.py.
+# Names a folder of uploads may hold; the listing must take the same ones as the local store.
 TREE = [
     "a.jpg", "B.PNG", "c.heic", "notes.txt", "d.jpg.part", "e.jpg~", ".hidden.jpg",
     "a_thumbnail.webp", "a_blur.webp", "x_low-quality.webp", "plain.webp",
@@ -308,15 +308,15 @@ TREE = [
 ]
 
 
-def test_listing_takes_the_names_walk_takes(store, s3_bucket, admin, tmp_path):
+def test_listing_takes_the_names_the_local_store_takes(store, s3_bucket, admin, tmp_path):
     root = tmp_path / "uploads"
     for name in TREE:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"x")
         admin.put_object(Bucket=s3_bucket, Key=f"uploads/{name}", Body=b"x")
     admin.put_object(Bucket=s3_bucket, Key="elsewhere/m.jpg", Body=b"x")
-    expected = sorted(p.relative_to(root).as_posix() for p in walk.walk(root, ordered=False))
-    assert expected  # the tree has inputs, and walk skips some of it
+    expected = sorted(p.relative_to(root).as_posix() for p in LocalStore().list_images(root, ordered=False))
+    assert expected  # the tree has inputs, and the listing skips some of it
     assert len(expected) < len(TREE)
     got = sorted(i.url.relative_to(S3Url(s3_bucket, "uploads/")) for i in
                  store.list_inputs(S3Url(s3_bucket, "uploads")))

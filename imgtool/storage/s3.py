@@ -443,7 +443,7 @@ def _etag(value: object) -> str | None:
 
 
 def _default_accept(name: str) -> bool:
-    from ..walk import is_image_name
+    from .names import is_image_name
 
     return is_image_name(name)
 
@@ -565,7 +565,7 @@ class S3Store:
         The names process and watch take from folders: keys inside a
         ``processed/`` or hidden folder below the prefix, hidden names,
         temporary names and imgtool's own outputs are skipped (``accept``, by
-        default walk.py's rule for a file name, decides on the last
+        default storage/names.py's rule for a file name, decides on the last
         component).  A key this module would refuse as a URL is skipped with
         a warning.  Keys come in the server's order (by key), ``page_size``
         to a request.
