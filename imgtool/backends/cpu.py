@@ -118,6 +118,35 @@ def blur_raw(raw, width: int, height: int, channels: int, sigma: float | None,
     return Pixels(width, height, channels, _written(dst, made))
 
 
+def boxes_raw(raw, width: int, height: int, channels: int, sigma: float,
+              scratch: Scratch | None = None) -> Pixels:
+    """The C box-cascade Gaussian (boxblur.py) of ``c_source(image)`` (``_cpufast`` must be there)."""
+    from .boxblur import box_cascade
+
+    dst = _dest(scratch, BLUR, width * height * channels)
+    made = _cpufast.boxes(raw, dst, width, height, channels, box_cascade(sigma))
+    return Pixels(width, height, channels, _written(dst, made))
+
+
+def boxes_image(im: Image.Image, sigma: float, fast: bool = True) -> Image.Image | Pixels:
+    """The box-cascade Gaussian of an RGB/RGBA image: the C path, else numpy (the same bytes)."""
+    if fast and _cpufast is not None:
+        return boxes_raw(c_source(im), im.width, im.height, len(im.mode), sigma)
+    import numpy as np
+
+    from .boxblur import blur_premultiplied
+
+    alpha = im.mode == "RGBA"
+    src = im.convert("RGBa") if alpha else im
+    out = to_image(blur_premultiplied(np.asarray(src), sigma), src.mode)
+    return out.convert("RGBA") if alpha else out
+
+
+def boxes_array(img: np.ndarray, sigma: float, fast: bool = True) -> np.ndarray:
+    """The box-cascade Gaussian of a uint8 (h, w, 3|4) straight-alpha array."""
+    return as_array(boxes_image(to_image(img), sigma, fast))
+
+
 def halfsize_raw(raw, width: int, height: int, channels: int, scratch: Scratch | None = None) -> Pixels:
     """The C placeholder of ``c_source(image)`` (``_cpufast`` must be there)."""
     ow, oh = half_size(width, height)
