@@ -1,0 +1,184 @@
+"""ThumbHash and BlurHash (imgtool.placeholders), decoded by the reference decoders published on PyPI.
+
+``fast-thumbhash`` (bindings to evanw's own ``thumbhash`` Rust crate) and
+``blurhash`` (woltapp's algorithm in Python) are test dependencies only.  Each placeholder must decode to the
+image's aspect (ThumbHash carries it; within 10%) and colours: known colours
+on generated images, block averages on photos.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import blurhash as blurhash_ref
+import fast_thumbhash as thumbhash_ref
+import numpy as np
+import pytest
+from PIL import Image
+
+import imagegen
+from imgtool.placeholders import SOURCE_MAX, blurhash, placeholder_source, placeholders, thumbhash, thumbhash_bytes
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jpg"
+
+
+def decode_thumbhash(text: str) -> np.ndarray:
+    w, h, rgba = thumbhash_ref.thumb_hash_to_rgba(base64.b64decode(text))
+    return np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)
+
+
+def decode_blurhash(text: str, w: int, h: int) -> np.ndarray:
+    return np.asarray(blurhash_ref.decode(text, w, h), dtype=np.float64).reshape(h, w, 3)
+
+
+def blocks(img: np.ndarray, nx: int = 4, ny: int = 3) -> np.ndarray:
+    """The mean colour of each of ny x nx blocks, (ny, nx, c) float."""
+    h, w = img.shape[:2]
+    ys, xs = np.linspace(0, h, ny + 1).astype(int), np.linspace(0, w, nx + 1).astype(int)
+    return np.array([[img[ys[j]:ys[j + 1], xs[i]:xs[i + 1]].reshape(-1, img.shape[2]).mean(axis=0)
+                      for i in range(nx)] for j in range(ny)])
+
+
+def solid(w, h, colour):
+    img = np.empty((h, w, len(colour)), np.uint8)
+    img[:] = colour
+    return img
+
+
+# ---- aspect ------------------------------------------------------------------
+
+
+# (w, h, alpha): the photo aspects ThumbHash's grid says within 10% (its aspect is
+# lx / ly, the longer side 7, or 5 with alpha): 1:1, 5:4, 4:3, 3:2 and 16:9 and
+# their portraits; with alpha, not 3:2 (5/3 is 11% off).
+WITHIN_10 = [(100, 100, False), (100, 80, False), (100, 75, False), (75, 100, False), (100, 67, False),
+             (67, 100, False), (100, 56, False), (56, 100, False), (100, 43, False),
+             (100, 100, True), (100, 80, True), (100, 75, True), (75, 100, True), (100, 56, True), (100, 40, True)]
+
+
+@pytest.mark.parametrize("w, h, alpha", WITHIN_10)
+def test_thumbhash_decodes_to_the_aspect(w, h, alpha):
+    img = imagegen.photo(w, h, seed=w + h)
+    if alpha:
+        img = np.dstack([img, np.full((h, w), 128, np.uint8)])
+    text = thumbhash(img)
+    ratio = thumbhash_ref.thumb_hash_to_approximate_aspect_ratio(base64.b64decode(text))
+    assert abs(ratio / (w / h) - 1) <= 0.10, (ratio, w / h)
+    decoded = decode_thumbhash(text)  # at most 32 a side, rounded to whole pixels
+    assert abs(decoded.shape[1] / decoded.shape[0] / (w / h) - 1) <= 0.12
+
+
+@pytest.mark.parametrize("w, h", [(100, 50), (100, 33), (100, 25), (100, 20), (100, 15), (100, 1), (63, 100),
+                                  (1, 100), (100, 62)])
+@pytest.mark.parametrize("alpha", [False, True])
+def test_thumbhash_aspect_is_the_nearest_the_format_has(w, h, alpha):
+    # Other aspects: whatever the grid, the encoder picks its nearest ratio (log distance).
+    img = np.full((h, w, 4 if alpha else 3), 100, np.uint8)
+    if alpha:
+        img[..., 3] = 7
+    ratio = thumbhash_ref.thumb_hash_to_approximate_aspect_ratio(thumbhash_bytes(img))
+    longer = 5 if alpha else 7
+    options = [longer / n if w >= h else n / longer for n in range(1, longer + 1)]
+    best = min(options, key=lambda r: abs(np.log(r * h / w)))
+    assert ratio == pytest.approx(best)
+
+
+# ---- colours -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("colour", [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0),
+                                    (128, 128, 128), (200, 120, 40), (30, 90, 160)])
+def test_solid_colours_decode_to_that_colour(colour):
+    img = solid(80, 60, colour)
+    th = decode_thumbhash(thumbhash(img))
+    assert (th[..., 3] == 255).all()
+    # ThumbHash quantises its average to 6 bits of luminance and of each chroma axis.
+    assert np.abs(th[..., :3].reshape(-1, 3).mean(axis=0) - colour).max() <= 12, th[0, 0]
+    bh = decode_blurhash(blurhash(img), 80, 60)
+    # BlurHash keeps the average in 8 bits a channel; its cosines (of x, not x + 0.5, in the
+    # reference encoder and decoder alike) leave a little AC even here, most at the edges.
+    assert np.abs(bh.reshape(-1, 3).mean(axis=0) - colour).max() <= 2
+    assert np.abs(bh - colour).max() <= 12
+
+
+def test_two_colour_halves_decode_with_each_colour_on_its_side():
+    img = solid(90, 60, (220, 30, 30))
+    img[:, 45:] = (30, 40, 220)
+    for decoded in (decode_thumbhash(thumbhash(img))[..., :3].astype(np.float64),
+                    decode_blurhash(blurhash(img), 90, 60)):
+        w = decoded.shape[1]
+        left, right = decoded[:, : w // 4].reshape(-1, 3).mean(0), decoded[:, -(w // 4):].reshape(-1, 3).mean(0)
+        assert left[0] > left[2] + 80 and right[2] > right[0] + 80, (left, right)
+
+
+def test_thumbhash_carries_alpha():
+    img = solid(100, 50, (20, 160, 40, 255))
+    img[:, 50:, 3] = 0  # the right half transparent
+    raw = thumbhash_bytes(img)
+    assert raw[2] & 0x80  # the format's alpha flag
+    decoded = decode_thumbhash(base64.b64encode(raw).decode())
+    w = decoded.shape[1]
+    assert decoded[:, : w // 4, 3].mean() > 200 and decoded[:, -(w // 4):, 3].mean() < 55
+    # The visible half's colour, not the colour under alpha 0 (here black).
+    seen = decoded[:, : w // 4, :3].reshape(-1, 3).mean(0)
+    assert np.abs(seen - (20, 160, 40)).max() <= 25, seen
+    opaque = thumbhash_bytes(solid(100, 50, (20, 160, 40, 255)))
+    assert not opaque[2] & 0x80 and opaque == thumbhash_bytes(solid(100, 50, (20, 160, 40)))
+
+
+def test_blurhash_of_rgba_ignores_colour_under_alpha_zero():
+    img = solid(60, 60, (250, 250, 250, 0))  # white, invisible
+    img[20:40, 20:40] = (200, 40, 40, 255)
+    bh = decode_blurhash(blurhash(img), 60, 60)
+    assert np.abs(bh.reshape(-1, 3).mean(0) - (200, 40, 40)).max() <= 12
+
+
+@pytest.mark.parametrize("which", ["sample.jpg", "generated"])
+def test_photos_decode_to_their_colours(which):
+    if which == "sample.jpg":
+        with Image.open(SAMPLE) as im:
+            src = placeholder_source(im.convert("RGB"))
+    else:
+        src = placeholder_source(Image.fromarray(imagegen.photo(400, 300, seed=7)))
+    h, w = src.shape[:2]
+    want = blocks(src.astype(np.float64))
+    th = decode_thumbhash(thumbhash(src))[..., :3].astype(np.float64)
+    assert abs(th.shape[1] / th.shape[0] / (w / h) - 1) <= 0.10
+    assert np.abs(blocks(th) - want).mean() <= 12 and np.abs(th.mean((0, 1)) - src.mean((0, 1))).max() <= 8
+    bh = decode_blurhash(blurhash(src), w, h)
+    assert np.abs(blocks(bh) - want).mean() <= 12 and np.abs(bh.mean((0, 1)) - src.mean((0, 1))).max() <= 8
+
+
+# ---- the strings and the inputs ------------------------------------------------------
+
+
+def test_strings_are_what_an_api_inlines():
+    src = imagegen.photo(100, 75, seed=1)
+    p = placeholders(src)
+    assert set(p) == {"thumbhash", "blurhash"}
+    assert p == {"thumbhash": thumbhash(src), "blurhash": blurhash(src)}
+    assert 20 <= len(base64.b64decode(p["thumbhash"])) <= 25
+    assert len(p["blurhash"]) == 6 + 2 * (4 * 3 - 1)  # size, maximum, DC (4), 11 AC (2 each)
+    assert p["blurhash"][0] == "L"  # base83 of (4 - 1) + (3 - 1) * 9: 4 x 3 components
+
+
+def test_placeholder_source_fits_100_and_keeps_the_aspect():
+    im = Image.fromarray(imagegen.photo(640, 480, seed=3))
+    src = placeholder_source(im)
+    assert src.shape == (75, SOURCE_MAX, 3) and src.dtype == np.uint8
+    assert placeholder_source(Image.fromarray(imagegen.photo(40, 90))).shape == (90, 40, 3)  # already fits
+    tall = placeholder_source(Image.new("LA", (30, 3000)))
+    assert tall.shape == (SOURCE_MAX, 1, 4)
+    assert placeholder_source(Image.new("RGBA", (2000, 1000), (1, 2, 3, 4))).shape == (50, 100, 4)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((101, 10, 3), np.uint8), np.zeros((10, 101, 4), np.uint8),
+                                 np.zeros((0, 5, 3), np.uint8), np.zeros((5, 5, 2), np.uint8),
+                                 np.zeros((5, 5, 3), np.float32), np.zeros((5, 5), np.uint8)])
+def test_bad_inputs_are_refused(bad):
+    for fn in (placeholders, thumbhash, blurhash):
+        with pytest.raises(ValueError):
+            fn(bad)
+    with pytest.raises(ValueError):
+        blurhash(np.zeros((4, 4, 3), np.uint8), (10, 3))
