@@ -1,0 +1,115 @@
+"""AVIF encoding (imgtool.avif): valid files of the image's size, alpha kept, sRGB signalled, no metadata."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imagegen
+from helpers import psnr
+from imgtool.avif import (DEFAULT_SPEED, QUALITY_ANCHORS, available, avif_quality, encode_avif)
+from imgtool.pixels import Pixels
+
+
+def boxes(data: bytes, want: bytes) -> list[bytes]:
+    """The payloads of every ISOBMFF box of type ``want``, searched through the containers AVIF nests."""
+    found = []
+
+    def walk(buf: bytes, start: int, end: int):
+        i = start
+        while i + 8 <= end:
+            size, kind = struct.unpack(">I4s", buf[i:i + 8])
+            head = 8
+            if size == 1:
+                size, head = struct.unpack(">Q", buf[i + 8:i + 16])[0], 16
+            elif size == 0:
+                size = end - i
+            if size < head or i + size > end:
+                return
+            if kind == want:
+                found.append(buf[i + head:i + size])
+            if kind in (b"meta",):
+                walk(buf, i + head + 4, i + size)  # a full box: version and flags first
+            elif kind in (b"iprp", b"ipco", b"moov", b"trak"):
+                walk(buf, i + head, i + size)
+            i += size
+
+    walk(data, 0, len(data))
+    return found
+
+
+def test_this_pillow_has_avif():
+    # The AVIF plugin is in Pillow's wheels from 11.3 on: the install must give it.
+    assert available()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_encodes_a_valid_avif_of_the_same_size(mode):
+    rgb = imagegen.photo(160, 96, seed=5)
+    a = rgb if mode == "RGB" else np.dstack([rgb, np.tile(np.linspace(0, 255, 160).astype(np.uint8), (96, 1))])
+    data = encode_avif(Image.fromarray(a, mode), avif_quality(80))
+    assert data[4:12] in (b"ftypavif", b"ftypavis")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "AVIF" and im.size == (160, 96) and im.mode == mode
+        back = np.asarray(im)
+    assert psnr(back[..., :3], rgb) >= 30
+    if mode == "RGBA":
+        assert np.abs(back[..., 3].astype(int) - a[..., 3]).max() <= 8  # the alpha plane is kept
+
+
+def test_no_metadata_and_srgb_signalled():
+    src = Image.fromarray(imagegen.photo(64, 48))
+    exif = Image.Exif()
+    exif[0x010F] = "a camera maker"  # Make
+    src.info["exif"] = exif.tobytes()
+    src.info["icc_profile"] = b"not a real profile"
+    src.info["xmp"] = b"<x:xmpmeta/>"
+    data = encode_avif(src, 60)
+    with Image.open(io.BytesIO(data)) as im:
+        assert not {"exif", "xmp", "icc_profile"} & set(im.info)
+    assert b"a camera maker" not in data and b"xmpmeta" not in data and b"Exif" not in data
+    (colr,) = boxes(data, b"colr")
+    assert colr[:4] == b"nclx"
+    primaries, transfer, _matrix = struct.unpack(">HHH", colr[4:10])
+    assert (primaries, transfer) == (1, 13)  # BT.709 primaries, the sRGB transfer function
+    assert colr[10] & 0x80  # full range
+
+
+def test_pixels_encode_like_their_image():
+    a = imagegen.photo(40, 30)
+    px = Pixels.from_array(a)
+    with Image.open(io.BytesIO(encode_avif(px, 70))) as one, Image.open(
+            io.BytesIO(encode_avif(Image.fromarray(a), 70))) as two:
+        assert np.array_equal(np.asarray(one), np.asarray(two))
+
+
+def test_both_ends_of_the_speed_range_encode():
+    im = Image.fromarray(imagegen.photo(96, 64, seed=1))
+    for speed in (0, DEFAULT_SPEED, 10):
+        with Image.open(io.BytesIO(encode_avif(im, 50, speed))) as back:
+            assert back.size == (96, 64)
+
+
+@pytest.mark.parametrize("bad", [dict(quality=101), dict(quality=-1), dict(quality=True), dict(quality=5.0),
+                                 dict(speed=11), dict(speed=-1), dict(threads=0)])
+def test_bad_arguments_are_refused(bad):
+    args = dict(quality=50, speed=DEFAULT_SPEED, threads=1) | bad
+    with pytest.raises(ValueError):
+        encode_avif(Image.new("RGB", (8, 8)), args["quality"], args["speed"], threads=args["threads"])
+    with pytest.raises(ValueError):
+        encode_avif(Image.new("L", (8, 8)), 50)
+
+
+def test_quality_mapping_is_monotone_and_spans_0_to_100():
+    mapped = [avif_quality(q) for q in range(101)]
+    assert mapped[0] == 0 and mapped[100] == 100
+    assert all(b >= a for a, b in zip(mapped, mapped[1:]))
+    for webp_q, avif_q in QUALITY_ANCHORS:
+        assert avif_quality(webp_q) == avif_q
+    for bad in (-1, 101, 50.5, True):
+        with pytest.raises(ValueError):
+            avif_quality(bad)
