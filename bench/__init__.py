@@ -22,5 +22,19 @@ def thumb_size(w: int, h: int) -> tuple[int, int]:
     return THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))
 
 
+# The blur every contestant makes: "3x3" (the old worker's [1 2 1] kernel, imgtool's
+# default today) or "auto" (a Gaussian of sigma auto_sigma(w, h), the spec's new default).
+BLUR = "3x3"
+BLURS = ("3x3", "auto")
+# The Gaussian's kernel reaches 3 sigma (imgtool's radius ceil(3 sigma)): libvips
+# and sharp stop a mask where it falls below min_ampl, exp(-4.5) there.
+MIN_AMPL = 0.0111
+
+
+def auto_sigma(w: int, h: int) -> float:
+    """--blur-sigma auto: 1.5% of the shorter side, at least 1, at most 50 (the spec's rule)."""
+    return min(50.0, max(1.0, 0.015 * min(w, h)))
+
+
 def half_size(w: int, h: int) -> tuple[int, int]:
     return max(1, w // 2), max(1, h // 2)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import (EFFORT, OPERATIONS, QUALITY, THUMB_WIDTH, check, corpus, gpu, limit, profiling,
-               queue_mode, report, runner)
+from . import (BLUR, EFFORT, OPERATIONS, QUALITY, THUMB_WIDTH, check, corpus, gpu, limit, profiling,
+               queue_mode, report, runner, sharp_peer)
 from .report import MB, table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,9 @@ LOAD_NOTE = (
 )
 
 
-CONTESTANTS = ("imgtool", "queue", "pillow-seq", "pillow-par", "vips-par")
+CONTESTANTS = ("imgtool", "queue", "pillow-seq", "pillow-par", "vips-par", "sharp-par")
+# sharp (Node.js) only when asked for: the harness then installs it in bench/sharp with npm.
+DEFAULT_CONTESTANTS = ("imgtool", "queue", "pillow-seq", "pillow-par", "vips-par")
 
 
 def parse_args(argv):
@@ -53,7 +55,7 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("-j", "--jobs", type=int, default=len(os.sched_getaffinity(0)),
                    help="imgtool's -j and the peers' process count (default: the cores here)")
-    p.add_argument("--contestants", default=",".join(CONTESTANTS),
+    p.add_argument("--contestants", default=",".join(DEFAULT_CONTESTANTS),
                    help="which to run, in round order (default: all; queue is left out, with "
                    "the reason, where there is no redis-server or imgtool queue)")
     p.add_argument("--no-check", action="store_true",
@@ -157,13 +159,18 @@ class Bench:
             return [(gpu.imgtool_argv(self.corpus, out, self.n, "cpu"), env())]
         if name == "pillow-seq":
             lst = self._joblist(self.files, scratch / "seq.json")
-            return [([py, "-m", "bench.peers", "pillow", str(lst), str(out), str(scratch / "t-seq.json")], env())]
-        kind = "pillow" if name == "pillow-par" else "vips"
+            return [([py, "-m", "bench.peers", "pillow", str(lst), str(out), str(scratch / "t-seq.json"),
+                      "--blur", BLUR], env())]
+        kind = {"pillow-par": "pillow", "vips-par": "vips", "sharp-par": "sharp"}[name]
         extra = {"VIPS_CONCURRENCY": "1"} if kind == "vips" else {}
         cmds = []
         for i, part in enumerate(self.parts):
             lst = self._joblist(part, scratch / f"{kind}-{i}.json")
-            argv = [py, "-m", "bench.peers", kind, str(lst), str(out), str(scratch / f"t-{kind}-{i}.json")]
+            timings = scratch / f"t-{kind}-{i}.json"
+            if kind == "sharp":
+                argv = sharp_peer.argv(lst, out, timings, BLUR)
+            else:
+                argv = [py, "-m", "bench.peers", kind, str(lst), str(out), str(timings), "--blur", BLUR]
             cmds.append((argv, env(**extra)))
         return cmds
 
@@ -174,6 +181,7 @@ class Bench:
             "pillow-seq": "Pillow loop, 1 process",
             "pillow-par": f"Pillow loop, {len(self.parts)} processes",
             "vips-par": f"pyvips, {len(self.parts)} processes",
+            "sharp-par": f"sharp (Node.js), {len(self.parts)} processes",
         }[name]
 
     # -- the rounds --------------------------------------------------------
@@ -184,6 +192,9 @@ class Bench:
         for argv in ([sys.executable, "-m", "imgtool", "--version"],
                      [sys.executable, "-c", "import bench.peers, PIL.Image, pyvips"]):
             subprocess.run(argv, env=env(), capture_output=True, check=False)
+        if "sharp-par" in self.args.contestants:
+            subprocess.run([sharp_peer.node() or "node", "-e", "require('sharp')"], cwd=sharp_peer.HERE,
+                           capture_output=True, check=False)
 
     def rounds(self) -> dict[str, Contestant]:
         self.warm_up()
@@ -288,7 +299,7 @@ class Bench:
 
         if me:
             for peer, goal in (("pillow-seq", TARGET_VS_SEQ), ("pillow-par", TARGET_VS_PARALLEL),
-                               ("vips-par", TARGET_VS_PARALLEL)):
+                               ("vips-par", TARGET_VS_PARALLEL), ("sharp-par", TARGET_VS_PARALLEL)):
                 if peer in res:
                     allr, q = both(lambda r: res[peer].walls[r] / me.walls[r])
                     targets.append((f"imgtool throughput / {res[peer].label}", f">= {goal:.2f}x",
@@ -519,6 +530,8 @@ def gpu_report(b: Bench, asked: bool) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_defaults()
+    if "sharp-par" in args.contestants and not args.no_throughput:
+        sharp_peer.ensure()  # npm install in bench/sharp, once, only when asked for
     b = Bench(args)
     info = report.machine()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

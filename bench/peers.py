@@ -1,6 +1,6 @@
 """The peers: what users run today, as one worker process over a list of files.
 
-    python -m bench.peers pillow|vips LIST.json OUT_DIR [TIMINGS.json]
+    python -m bench.peers pillow|vips LIST.json OUT_DIR [TIMINGS.json] [--blur 3x3|auto]
 
 LIST.json holds [[input, relative output folder], ...].  Each worker makes the
 three derivatives at imgtool's defaults and writes
@@ -23,6 +23,13 @@ What each peer does, and how it matches imgtool:
   exactly imgtool's pixels; ``webpsave_buffer(Q, effort, keep=none)``.
   The operation cache is off (it would only hold memory across images).
   The harness sets VIPS_CONCURRENCY=1 when it runs N vips processes.
+- ``--blur auto``: the Gaussian of sigma ``auto_sigma(w, h)`` (1.5% of the
+  shorter side) instead of the 3x3 kernel: Pillow ``filter(GaussianBlur(sigma))``
+  (its argument is the standard deviation; three box passes in 8 bits, edges
+  repeated each pass), libvips ``gaussblur(sigma, min_ampl=MIN_AMPL,
+  precision=integer)`` (an integer mask to 3 sigma, like imgtool's radius, edges
+  copied; O(sigma) a pixel).  sharp (bench/sharp/peer.js) does what the vips
+  peer does through sharp's own API.
 """
 
 from __future__ import annotations
@@ -33,12 +40,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import EFFORT, OPERATIONS, QUALITY, half_size, thumb_size
+from . import BLUR, BLURS, EFFORT, MIN_AMPL, OPERATIONS, QUALITY, auto_sigma, half_size, thumb_size
 
 now = time.perf_counter
 
 
-def pillow_derivative(im, op):
+def pillow_derivative(im, op, blur: str = BLUR):
     """One derivative of an upright RGB/RGBA PIL image, as the Pillow peer makes it."""
     from PIL import Image, ImageFilter
 
@@ -46,15 +53,18 @@ def pillow_derivative(im, op):
     if op == "thumbnail":
         size = thumb_size(w, h)
         return im if size == (w, h) else im.resize(size, Image.Resampling.LANCZOS)
+    if op == "blur" and blur == "auto":
+        return im.filter(ImageFilter.GaussianBlur(auto_sigma(w, h)))
     if op == "blur":
         return im.filter(ImageFilter.Kernel((3, 3), [1, 2, 1, 2, 4, 2, 1, 2, 1], 16))
     return im.resize(half_size(w, h), Image.Resampling.NEAREST)
 
 
-def pillow_worker():
+def pillow_worker(blur: str = BLUR):
     from PIL import Image, ImageOps
 
-    derivative = pillow_derivative
+    def derivative(im, op):
+        return pillow_derivative(im, op, blur)
 
     def one(src: Path, out: Path) -> dict:
         t = {}
@@ -83,7 +93,7 @@ def pillow_worker():
     return one
 
 
-def vips_worker():
+def vips_worker(blur: str = BLUR):
     import pyvips
 
     pyvips.cache_set_max(0)
@@ -94,6 +104,8 @@ def vips_worker():
         if op == "thumbnail":
             tw, th = thumb_size(w, h)
             return img if (tw, th) == (w, h) else img.resize(tw / w, vscale=th / h, kernel="lanczos3")
+        if op == "blur" and blur == "auto":
+            return img.gaussblur(auto_sigma(w, h), min_ampl=MIN_AMPL, precision="integer")
         if op == "blur":
             return img.conv(mask, precision="integer")
         hw, hh = half_size(w, h)
@@ -124,9 +136,16 @@ WORKERS = {"pillow": pillow_worker, "vips": vips_worker}
 
 
 def main(argv: list[str]) -> int:
+    blur = BLUR
+    if "--blur" in argv:
+        i = argv.index("--blur")
+        blur = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+        if blur not in BLURS:
+            raise SystemExit(f"--blur must be one of {', '.join(BLURS)}, not {blur!r}")
     kind, list_file, out_dir = argv[:3]
     timings_file = argv[3] if len(argv) > 3 else None
-    one = WORKERS[kind]()
+    one = WORKERS[kind](blur)
     jobs = json.loads(Path(list_file).read_text())
     out_root = Path(out_dir)
     timings = []
