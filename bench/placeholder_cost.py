@@ -1,0 +1,66 @@
+"""The placeholders' cost per image: ThumbHash + BlurHash from the thumbnail the pipeline already made.
+
+    python -m bench.placeholder_cost [--corpus DIR] [--limit N] [--repeat 200]
+
+A timing (run it on a quiet machine).  For each photo, its 256-wide thumbnail
+(Pillow's Lanczos, reducing_gap 3: the pixels imgtool's thumbnail has) is made
+once, outside the timing; then ``placeholder_source`` (a box reduce to fit
+100 x 100) and ``placeholders`` (both strings) are timed together, the best
+of ``--repeat`` calls; also each encoder alone.  The spec's goal: < 1 ms an image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "photos"
+
+
+def best(fn, repeat: int) -> float:
+    fn()
+    out = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t)
+    return out
+
+
+def main(argv=None) -> int:
+    from imgtool.placeholders import blurhash, placeholder_source, placeholders, thumbhash
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=200)
+    args = ap.parse_args(argv)
+    rows = []
+    for path in sorted(p for p in args.corpus.iterdir() if p.is_file())[: args.limit]:
+        with Image.open(path) as src:
+            im = ImageOps.exif_transpose(src).convert("RGB")
+        w, h = im.size
+        thumb = im if w <= 256 else im.resize((256, max(1, round(h * 256 / w))), Image.Resampling.LANCZOS,
+                                              reducing_gap=3.0)
+        small = placeholder_source(thumb)
+        rows.append((path.name, small.shape[1], small.shape[0],
+                     best(lambda: placeholders(placeholder_source(thumb)), args.repeat),
+                     best(lambda: thumbhash(small), args.repeat), best(lambda: blurhash(small), args.repeat)))
+    print(f"{len(rows)} photos from {args.corpus}; best of {args.repeat} calls each\n")
+    print("| photo | source | source + both, ms | ThumbHash alone, ms | BlurHash alone, ms |")
+    print("|---|---|---|---|---|")
+    for name, w, h, both, th, bh in rows:
+        print(f"| {name} | {w}x{h} | {both * 1e3:.3f} | {th * 1e3:.3f} | {bh * 1e3:.3f} |")
+    print(f"\nmedian source + both: {statistics.median(r[3] for r in rows) * 1e3:.3f} ms, "
+          f"largest {max(r[3] for r in rows) * 1e3:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
