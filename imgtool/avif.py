@@ -23,10 +23,13 @@ from PIL import Image, features
 
 DEFAULT_SPEED = 8
 MIN_SPEED, MAX_SPEED = 0, 10
-# (WebP quality, AVIF quality) anchors, linear between them: measured at speed 8
-# on the corpus (the thumbnail, blur and low-quality derivatives), each the
-# lowest AVIF quality whose SSIM is at least WebP's on every photo.
-QUALITY_ANCHORS = ((0, 0), (30, 35), (50, 50), (80, 68), (90, 80), (100, 100))
+# (WebP quality, AVIF quality) anchors, linear between them.  Measured at speed 8
+# on the corpus photos (python -m bench.avif_mapping): for each WebP quality and
+# each derivative (thumbnail, blur, low-quality), the lowest AVIF quality whose
+# mean SSIM over the photos reaches WebP's; the anchor is the highest of the
+# three (low-quality's; the blur needs far less).  0 and 100 are the ends, not
+# measurements.
+QUALITY_ANCHORS = ((0, 0), (30, 43), (50, 51), (80, 66), (90, 84), (100, 100))
 FULL_CHROMA_FROM = 95  # AVIF quality from which chroma is not subsampled
 # libaom tuned for SSIM instead of PSNR: at speed 8 on the corpus its files are
 # 20-25% smaller at the same SSIM, without it larger than WebP's on the
