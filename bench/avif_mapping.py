@@ -153,7 +153,7 @@ def check_mapping(args) -> int:
     qualities = [int(q) for q in args.webp.split(",")]
     paths = sorted(p for p in args.corpus.iterdir() if p.is_file())[: args.limit]
     print(f"{len(paths)} photos from {args.corpus}; AVIF speed {args.speed}, 1 thread; WebP method 4; "
-          f"AVIF at imgtool.avif.avif_quality(WebP q)\n")
+          f"AVIF at imgtool.avif.avif_quality(WebP q, derivative)\n")
     print("| derivative | WebP q | AVIF q | SSIM WebP / AVIF (mean) | photos with AVIF's SSIM below WebP's "
           "| bytes WebP / AVIF (sum) | AVIF / WebP bytes |")
     print("|---|---|---|---|---|---|---|")
@@ -164,7 +164,7 @@ def check_mapping(args) -> int:
                 im = ImageOps.exif_transpose(src).convert("RGB")
             photos.append(Photo(path.name, derivative(im, op), args.speed))
         for q in qualities:
-            aq = avif_quality(q)
+            aq = avif_quality(q, op)
             webps = []
             for p in photos:
                 data = webp(p.im, q)

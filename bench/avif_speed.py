@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             im = ImageOps.exif_transpose(src).convert("RGB")
         for op in OPS:
             d = derivative(im, op)
-            items.append((op, d, np.asarray(d), avif_quality(DEFAULT_QUALITY[op])))
+            items.append((op, d, np.asarray(d), avif_quality(DEFAULT_QUALITY[op], op)))
     encode_avif(items[0][1], items[0][3], 10)  # the codec's first-call set-up, outside the timings
     rows = []
     for speed in [int(s) for s in args.speeds.split(",")]:

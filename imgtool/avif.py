@@ -2,8 +2,8 @@
 
 ``--format avif`` writes the same derivatives as WebP, at the same quality
 numbers: ``avif_quality`` maps a WebP quality (what the options and job
-options say, 0-100) to the AVIF quality whose files are at least as good by
-SSIM on the corpus photos and smaller (bench/RESULTS.md, "AVIF quality
+options say, 0-100) of an operation's output to the AVIF quality whose files
+are as good by mean SSIM on the corpus photos and smaller (bench/RESULTS.md, "AVIF quality
 mapping"; ``python -m bench.avif_mapping``).  ``speed`` is libavif's 0
 (slowest, smallest) to 10 (fastest); ``DEFAULT_SPEED`` comes from the
 speed/size table (``python -m bench.avif_speed``).
@@ -23,13 +23,19 @@ from PIL import Image, features
 
 DEFAULT_SPEED = 8
 MIN_SPEED, MAX_SPEED = 0, 10
-# (WebP quality, AVIF quality) anchors, linear between them.  Measured at speed 8
-# on the corpus photos (python -m bench.avif_mapping): for each WebP quality and
-# each derivative (thumbnail, blur, low-quality), the lowest AVIF quality whose
-# mean SSIM over the photos reaches WebP's; the anchor is the highest of the
-# three (low-quality's; the blur needs far less).  0 and 100 are the ends, not
+# (WebP quality, AVIF quality) anchors per operation, linear between them.
+# Measured at speed 8 on the corpus photos (python -m bench.avif_mapping): for
+# each WebP quality, the lowest AVIF quality whose mean SSIM over the photos'
+# derivative (thumbnail, blur, low-quality) reaches WebP's.  Another operation
+# takes the highest of the three at each point.  0 and 100 are the ends, not
 # measurements.
-QUALITY_ANCHORS = ((0, 0), (30, 43), (50, 51), (80, 66), (90, 84), (100, 100))
+QUALITY_ANCHORS = {
+    "thumbnail": ((0, 0), (30, 41), (50, 49), (80, 65), (90, 82), (100, 100)),
+    "blur": ((0, 0), (30, 35), (50, 39), (80, 52), (90, 70), (100, 100)),
+    "low-quality": ((0, 0), (30, 43), (50, 51), (80, 66), (90, 84), (100, 100)),
+}
+DEFAULT_ANCHORS = tuple((q, max(dict(a)[q] for a in QUALITY_ANCHORS.values()))
+                        for q, _ in QUALITY_ANCHORS["thumbnail"])
 FULL_CHROMA_FROM = 95  # AVIF quality from which chroma is not subsampled
 # libaom tuned for SSIM instead of PSNR: at speed 8 on the corpus its files are
 # 20-25% smaller at the same SSIM, without it larger than WebP's on the
@@ -42,14 +48,15 @@ def available() -> bool:
     return bool(features.check("avif"))
 
 
-def avif_quality(webp_quality: int) -> int:
-    """The AVIF quality for a WebP quality (0-100), linear between ``QUALITY_ANCHORS``."""
+def avif_quality(webp_quality: int, operation: str | None = None) -> int:
+    """The AVIF quality for a WebP quality (0-100) of ``operation``'s output, linear between its anchors."""
     if isinstance(webp_quality, bool) or not isinstance(webp_quality, int) or not 0 <= webp_quality <= 100:
         raise ValueError(f"quality must be an integer from 0 to 100, not {webp_quality!r}")
-    for (q0, a0), (q1, a1) in zip(QUALITY_ANCHORS, QUALITY_ANCHORS[1:]):
+    anchors = QUALITY_ANCHORS.get(operation, DEFAULT_ANCHORS)
+    for (q0, a0), (q1, a1) in zip(anchors, anchors[1:]):
         if webp_quality <= q1:
             return round(a0 + (a1 - a0) * (webp_quality - q0) / (q1 - q0))
-    return QUALITY_ANCHORS[-1][1]
+    return anchors[-1][1]
 
 
 def encode_avif(image, quality: int, speed: int = DEFAULT_SPEED, *, threads: int = 1) -> bytes:

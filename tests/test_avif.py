@@ -11,7 +11,7 @@ from PIL import Image
 
 import imagegen
 from helpers import psnr
-from imgtool.avif import (DEFAULT_SPEED, QUALITY_ANCHORS, available, avif_quality, encode_avif)
+from imgtool.avif import DEFAULT_ANCHORS, DEFAULT_SPEED, QUALITY_ANCHORS, available, avif_quality, encode_avif
 from imgtool.pixels import Pixels
 
 
@@ -104,12 +104,20 @@ def test_bad_arguments_are_refused(bad):
         encode_avif(Image.new("L", (8, 8)), 50)
 
 
-def test_quality_mapping_is_monotone_and_spans_0_to_100():
-    mapped = [avif_quality(q) for q in range(101)]
+@pytest.mark.parametrize("operation", [None, "thumbnail", "blur", "low-quality", "an-operation-of-later"])
+def test_quality_mapping_is_monotone_and_spans_0_to_100(operation):
+    mapped = [avif_quality(q, operation) for q in range(101)]
     assert mapped[0] == 0 and mapped[100] == 100
     assert all(b >= a for a, b in zip(mapped, mapped[1:]))
-    for webp_q, avif_q in QUALITY_ANCHORS:
-        assert avif_quality(webp_q) == avif_q
+    for webp_q, avif_q in QUALITY_ANCHORS.get(operation, DEFAULT_ANCHORS):
+        assert avif_quality(webp_q, operation) == avif_q
     for bad in (-1, 101, 50.5, True):
         with pytest.raises(ValueError):
-            avif_quality(bad)
+            avif_quality(bad, operation)
+
+
+def test_an_unknown_operation_gets_the_highest_quality_of_the_measured_ones():
+    for q in range(101):
+        assert avif_quality(q, "new") >= max(avif_quality(q, op) for op in QUALITY_ANCHORS)
+    for q, _ in DEFAULT_ANCHORS:
+        assert avif_quality(q, "new") == max(avif_quality(q, op) for op in QUALITY_ANCHORS)
