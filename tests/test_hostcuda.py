@@ -421,3 +421,50 @@ def test_extern_c_wrapping_and_templates_in_no_extern_c():
     assert from_device(d, np.zeros(1, np.int32))[0] == 21
     with pytest.raises(cuda.CompileError):
         cuda.SourceModule(src)  # a template inside PyCUDA's extern "C" wrapper is an error, as with nvcc
+
+
+# ---- the package's import graph ----------------------------------------------------------
+
+
+def _imports(path, package: str, names: set[str]) -> set[str]:
+    """The modules of ``package`` that the module at ``path`` imports (function-level imports too)."""
+    import ast
+
+    me = path.stem
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            targets = [node.module] if node.module else [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
+            targets = [node.module[len(package) + 1:].split(".")[0]]
+        elif isinstance(node, ast.Import):
+            targets = [a.name[len(package) + 1:].split(".")[0] for a in node.names if a.name.startswith(package + ".")]
+        else:
+            continue
+        out |= {t.split(".")[0] for t in targets if t and t.split(".")[0] in names and t.split(".")[0] != me}
+    return out
+
+
+def test_hostcuda_import_graph_has_no_cycle():
+    from pathlib import Path
+
+    import imgtool.backends.hostcuda as package
+
+    root = Path(package.__file__).parent
+    modules = {p.stem: p for p in root.glob("*.py") if p.stem != "__init__"}
+    graph = {name: _imports(path, package.__name__, set(modules)) for name, path in modules.items()}
+    assert graph["compiler"] >= {"driver", "toolchain", "errors"}  # the parser sees imports
+    done, path_ = set(), []
+
+    def visit(name):
+        assert name not in path_, f"import cycle: {' -> '.join(path_[path_.index(name):] + [name])}"
+        if name in done:
+            return
+        path_.append(name)
+        for dep in sorted(graph[name]):
+            visit(dep)
+        path_.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)

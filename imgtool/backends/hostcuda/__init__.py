@@ -7,7 +7,7 @@ real ``kernels/*.cu`` where there is no GPU.  See cuda_compat.h for how the
 CUDA threads of a block are run, and compiler.py for how a source is built.
 """
 
-from .compiler import SourceModule, default_cache_dir, find_compiler
+from .compiler import SourceModule, default_cache_dir
 from .driver import (
     CompileError,
     Context,
@@ -37,6 +37,7 @@ from .driver import (
     pagelocked_zeros,
     set_memory_limit,
 )
+from .toolchain import find_compiler
 
 __all__ = [
     "CompileError", "Context", "Device", "DeviceAllocation", "Error", "Event", "LaunchError",

@@ -11,7 +11,6 @@ temporary name and renamed into the cache, so concurrent processes are safe.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import re
@@ -26,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from . import driver
-from .driver import CompileError, DeviceAllocation, LaunchError, LogicError, RuntimeError
+from .driver import DeviceAllocation
+from .errors import CompileError, LaunchError, LogicError, RuntimeError
+from .toolchain import compiler_identity, find_compiler
 
 ABI_VERSION = "hostcuda-2"
 HEADER_DIR = Path(__file__).resolve().parent
@@ -54,29 +55,6 @@ _NVCC_OPTIONS_WITH_VALUE = {
 
 _GLOBAL_RE = re.compile(r"__hostcuda_global__\s+((?:\w+\s+)*?)void\s+(\w+)\s*\(")
 _BARRIER_RE = re.compile(r"\b__syncthreads(?:_count|_and|_or)?\s*\(")
-
-
-def find_compiler() -> list[str]:
-    """The host C++ compiler's argv: IMGTOOL_HOSTCUDA_CXX, else CXX, else g++."""
-    spec = os.environ.get("IMGTOOL_HOSTCUDA_CXX") or os.environ.get("CXX") or "g++"
-    argv = shlex.split(spec)
-    if not argv or shutil.which(argv[0]) is None:
-        raise RuntimeError(
-            f"no host C++ compiler for the CPU build of the kernels: {spec!r} not found "
-            "(install g++ or set CXX)"
-        )
-    return argv
-
-
-@functools.lru_cache(maxsize=8)
-def _compiler_identity(argv: tuple[str, ...]) -> str:
-    try:
-        out = subprocess.run(
-            [*argv, "--version"], capture_output=True, text=True, timeout=60, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeError(f"cannot run the host C++ compiler {argv[0]!r}: {exc}") from None
-    return f"{shutil.which(argv[0])}\n{out}"
 
 
 def default_cache_dir() -> Path:
@@ -181,7 +159,7 @@ def _run_compiler(cmd: list[str], cwd: str, what: str) -> str:
 
 def _build(source: str, options, no_extern_c: bool, include_dirs, cache: Path, keep: bool) -> _Built:
     cxx = find_compiler()
-    identity = _compiler_identity(tuple(cxx))
+    identity = compiler_identity(tuple(cxx))
     user_flags = _translate_options(options)
     for d in include_dirs or ():
         user_flags += ["-I", str(d)]
