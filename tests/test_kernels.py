@@ -400,19 +400,32 @@ def other_block_shapes():
             backend.close()
 
 
+def _shape_runs(w: int, h: int, channels: int) -> list:
+    """(what, the call on a backend, tolerance against the cpu backend) for one image size."""
+    runs = [(f"blur {sigma}", lambda b, img, s=sigma: b.blur(img, s), TOLERANCE) for sigma in (None, 1.3)]
+    runs += [(f"thumbnail -> {tw}x{th}", lambda b, img, t=(tw, th): b.thumbnail(img, *t), TOLERANCE)
+             for tw, th in _thumb_targets(w, h)]
+    runs.append(("halfsize", lambda b, img: b.halfsize(img), 0))
+    return runs
+
+
 @pytest.mark.parametrize("channels", [3, 4])
 def test_kernels_with_other_block_shapes(cpu, channels):
+    images = {(w, h): make_image(w, h, channels, seed=w * 31 + h) for w, h in OTHER_SIZES}
+    usual_backend = CudaBackend("host")  # the usual geometry: run before the constants change
+    try:
+        usual = {size: [run(usual_backend, img) for _, run, _ in _shape_runs(*size, channels)]
+                 for size, img in images.items()}
+    finally:
+        usual_backend.close()
     with other_block_shapes() as backend:
         assert module_defines("downscale.cu", channels)["BLOCK_Y"] == 5
-        for w, h in OTHER_SIZES:
-            img = make_image(w, h, channels, seed=w * 31 + h)
-            what = f"{w}x{h}x{channels} with other block shapes"
-            for sigma in (None, 1.3):
-                assert_image_close(backend.blur(img, sigma), cpu.blur(img, sigma), TOLERANCE, f"blur {sigma} {what}")
-            for tw, th in _thumb_targets(w, h):
-                assert_image_close(backend.thumbnail(img, tw, th), cpu.thumbnail(img, tw, th), TOLERANCE,
-                                   f"thumbnail -> {tw}x{th} {what}")
-            assert_image_close(backend.halfsize(img), cpu.halfsize(img), 0, f"halfsize {what}")
+        for size, img in images.items():
+            what = f"{size[0]}x{size[1]}x{channels} with other block shapes"
+            for (op, run, tolerance), same in zip(_shape_runs(*size, channels), usual[size]):
+                got = run(backend, img)
+                assert_image_close(got, run(cpu, img), tolerance, f"{op} {what}")
+                assert np.array_equal(got, same), f"{op} {what}: not the bytes of the usual block shapes"
 
 
 def test_the_host_kernels_here_run_under_the_sanitizer():
