@@ -24,9 +24,13 @@
 //     sanitizer runtime is linked): an index past a __shared__ or local array,
 //     or an access through a pointer past the array it points into, ends the
 //     launch with the source line;
-//   * makes __shared__ variables static in the section hc_shared, written over
-//     with the launch's poison byte before every block, so that reading shared
-//     memory no thread of the block wrote differs from one schedule to the next;
+//   * gives each __shared__ array declared in a function body a slot of its own
+//     between guard pages (compiler.py rewrites the declaration into a reference
+//     to hc::shared_array), placed against the upper or the lower guard as the
+//     launch says; other __shared__ variables are statics in the section
+//     hc_shared.  All of it is written over with the launch's poison byte before
+//     every block, so that reading shared memory no thread of the block wrote
+//     differs from one schedule to the next;
 //   * checks every barrier (synccheck): all the threads of a block that have not
 //     returned must wait at the same __syncthreads(); a thread that returns, or
 //     waits at another barrier, while others wait at one ends the launch.

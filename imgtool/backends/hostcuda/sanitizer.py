@@ -15,8 +15,9 @@ the buffers its pointer arguments point into:
   the others shuffle both (seeded: IMGTOOL_HOSTCUDA_CHECK_SEED, and how many:
   IMGTOOL_HOSTCUDA_CHECK_SCHEDULES) and cap every grid dimension the kernel
   reads (gridDim.x/y/z: a grid-stride dimension) so that its loop goes round;
-* ``__shared__`` memory starts each block filled with a byte that differs
-  from schedule to schedule;
+* ``__shared__`` arrays sit against guard pages too, in the schedule's layout,
+  and start each block filled with a byte that differs from schedule to
+  schedule;
 * every schedule must leave every buffer byte for byte as the first did; a
   difference is reported as a race, with both schedules.
 
