@@ -5,10 +5,19 @@ and, in the ``gpu`` group, on a real GPU through PyCUDA (skipped where there
 is none).  Sizes sweep the block boundaries of every kernel; the tolerance is
 1 per channel, as the spec promises (in practice the host build is bit-exact).
 Every kernel also compiles to PTX with nvcc for sm_75 and sm_90.
+
+The host runtime runs in hostcuda's check mode (the GPU sanitizer of
+imgtool/backends/hostcuda/sanitizer.py) unless IMGTOOL_HOSTCUDA_CHECK=0: every
+launch runs under several thread and block orders and capped grids, on buffers
+against guard pages, with array bounds and barriers checked, and must give the
+same bytes every time.  The backend's device buffers are allocated at their
+exact size here (not rounded up, not reused), so the guard pages sit at the
+real end of every image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,14 +30,17 @@ from hypothesis import strategies as st
 from helpers import assert_image_close
 from imgtool import kernels
 from imgtool.backends import cuda as cuda_backend
+from imgtool.backends import hostcuda
 from imgtool.backends.cpu import CpuBackend
 from imgtool.backends.cuda import CudaBackend, kernel_source, module_defines, thumbnail_stages
 from imgtool.backends.filters import lanczos_coefficients, reduce_factors, reduce_multiplier
-from imgtool.errors import BackendUnavailable
+from imgtool.errors import BackendUnavailable, GPUError
 from imgtool.ops import Settings, blur_radius
 
 TOLERANCE = 1
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The sanitizer is on for these tests unless turned off explicitly (CI never does).
+CHECK = os.environ.get("IMGTOOL_HOSTCUDA_CHECK", "1").strip() != "0"
 
 BX, BY = cuda_backend.RESAMPLE_BLOCK  # 32 x 8, also halfsize's block
 BOX_ROWS = cuda_backend.BOX_BLOCK[1] * cuda_backend.BOX_PIXELS  # box121's tile: 32 x 32
@@ -71,6 +83,22 @@ def cpu():
 
 
 _backends: dict[str, CudaBackend] = {}
+
+
+@contextlib.contextmanager
+def exact_device_buffers():
+    """The backend's device buffers at the size asked for, fresh for every job (no slack for an overrun to hide in)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cuda_backend, "_round_up", lambda n: max(1, n))
+        mp.setattr(cuda_backend, "KEEP_BUFFER_BYTES", -1)  # a job's buffers are freed when it is done
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sanitizer():
+    """hostcuda's check mode for every kernel module built by these tests."""
+    with exact_device_buffers(), hostcuda.checking(CHECK):
+        yield
 
 
 @pytest.fixture(
@@ -297,6 +325,126 @@ def test_apply_runs_only_the_requested_operations(kernel_backend, cpu):
     got = kernel_backend.apply(img, s)
     assert list(got) == ["low-quality", "blur"]
     assert_image_close(got["blur"], cpu.blur(img, None), TOLERANCE)
+
+
+# ---- the sanitizer on faults planted in a scratch copy of blur.cu -------------------
+
+# (what to change in blur.cu, the operation, what the sanitizer must report)
+BLUR_FAULTS = {
+    # gauss_h loads the rows of its tile past the last row unclamped (they are never stored)
+    "row-past-the-end": ("const int ly = min(y, height - 1);", "const int ly = y;", 1.3,
+                         r"kernel gauss_h \(grid \(1,10,1\), block \(32,4,1\); .*invalid read at byte offset 4551 "
+                         r"of parameter #0 \(a 4551-byte buffer: 1 byte\(s\) past its last byte\)"),
+    # box121 without the barrier before its row loop reloads the tile
+    "missing-barrier": ("        __syncthreads();  // the next rows overwrite the tile\n", "", None,
+                        r"kernel box121 \(grid \(2,2,1\), block \(32,8,1\)\): a race: .*grid capped to"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BLUR_FAULTS))
+def test_sanitizer_finds_a_fault_planted_in_blur_cu(monkeypatch, fault):
+    old, new, sigma, report = BLUR_FAULTS[fault]
+    original = kernels.source
+
+    def planted(name):
+        text = original(name)
+        if name == "blur.cu":
+            assert old in text
+            text = text.replace(old, new)
+        return text
+
+    monkeypatch.setattr(kernels, "source", planted)
+    img = make_image(41, 37, 3, seed=4)  # 4551 bytes
+    with hostcuda.checking():
+        backend = CudaBackend("host")
+        try:
+            with pytest.raises(GPUError, match=report):
+                backend.blur(img, sigma)
+        finally:
+            backend.close()
+
+
+# ---- other block shapes ----------------------------------------------------------
+#
+# Every kernel takes its block geometry from the generated prelude, so it must
+# compute the same pixels with any other one: non-power-of-two blocks, other
+# pixels per thread, and the column tile's other shapes.  (The sanitizer checks
+# these launches as it does the others.)
+OTHER_GEOMETRY = {
+    "RESAMPLE_BLOCK": (16, 3),
+    "HALFSIZE_BLOCK": (8, 5),
+    "BOX_BLOCK": (16, 3),
+    "BOX_PIXELS": 3,
+    "GAUSS_H_BLOCK": (8, 3),
+    "GAUSS_H_PIXELS": 3,
+    "GAUSS_V_BLOCKS": ((8, 3), (4, 6)),
+    "GAUSS_V_PIXELS": 5,
+}
+# Across that geometry's edges: 16 x 3 and 8 x 5 blocks, box121's 9 rows, the
+# row tile's 24 columns, the column tile's 15 rows; then odd sizes.
+OTHER_SIZES = [(1, 1), (15, 2), (16, 3), (17, 4), (7, 4), (8, 5), (9, 6), (5, 8), (6, 9), (7, 10),
+               (23, 3), (24, 2), (25, 5), (3, 14), (4, 15), (5, 16), (37, 41)]
+
+
+@contextlib.contextmanager
+def other_block_shapes():
+    """A host backend whose kernels are built and launched with OTHER_GEOMETRY."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in OTHER_GEOMETRY.items():
+            assert hasattr(cuda_backend, name), name
+            mp.setattr(cuda_backend, name, value)
+        backend = CudaBackend("host")
+        try:
+            yield backend
+        finally:
+            backend.close()
+
+
+def _shape_runs(w: int, h: int, channels: int) -> list:
+    """(what, the call on a backend, tolerance against the cpu backend) for one image size."""
+    runs = [(f"blur {sigma}", lambda b, img, s=sigma: b.blur(img, s), TOLERANCE) for sigma in (None, 1.3)]
+    runs += [(f"thumbnail -> {tw}x{th}", lambda b, img, t=(tw, th): b.thumbnail(img, *t), TOLERANCE)
+             for tw, th in _thumb_targets(w, h)]
+    runs.append(("halfsize", lambda b, img: b.halfsize(img), 0))
+    return runs
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_kernels_with_other_block_shapes(cpu, channels):
+    images = {(w, h): make_image(w, h, channels, seed=w * 31 + h) for w, h in OTHER_SIZES}
+    usual_backend = CudaBackend("host")  # the usual geometry: run before the constants change
+    try:
+        usual = {size: [run(usual_backend, img) for _, run, _ in _shape_runs(*size, channels)]
+                 for size, img in images.items()}
+    finally:
+        usual_backend.close()
+    with other_block_shapes() as backend:
+        assert module_defines("downscale.cu", channels)["BLOCK_Y"] == 5
+        for size, img in images.items():
+            what = f"{size[0]}x{size[1]}x{channels} with other block shapes"
+            for (op, run, tolerance), same in zip(_shape_runs(*size, channels), usual[size]):
+                got = run(backend, img)
+                assert_image_close(got, run(cpu, img), tolerance, f"{op} {what}")
+                assert np.array_equal(got, same), f"{op} {what}: not the bytes of the usual block shapes"
+
+
+def test_the_host_kernels_here_run_under_the_sanitizer():
+    """What this module's host tests run: every kernel's launches checked, unless IMGTOOL_HOSTCUDA_CHECK=0."""
+    from imgtool.backends.hostcuda import sanitizer
+
+    before = sanitizer.stats["launches"].copy()
+    backend = CudaBackend("host")
+    try:
+        # 30 x 20 -> 4 x 3: a reduce by 2 x 2, then both Lanczos passes; both blurs; the placeholder.
+        img = make_image(30, 20, 4, seed=2)
+        backend.apply(img, Settings(thumb_width=4, blur_sigma=1.3))
+        backend.blur(img, None)
+    finally:
+        backend.close()
+    checked = sanitizer.stats["launches"] - before
+    for names in KERNEL_FILES.values():
+        for name in names:
+            assert (checked[name] > 0) is CHECK, f"{name}: {checked[name]} checked launches, check mode {CHECK}"
 
 
 # ---- PTX ---------------------------------------------------------------------

@@ -4,10 +4,11 @@
 ``pycuda.driver`` (devices, contexts, memory, streams, events, errors) and
 ``pycuda.compiler`` (``SourceModule``), so the cuda backend's own code runs the
 real ``kernels/*.cu`` where there is no GPU.  See cuda_compat.h for how the
-CUDA threads of a block are run, and compiler.py for how a source is built.
+CUDA threads of a block are run, and compiler.py for how a source is built, sanitizer.py for the check mode (a
+GPU sanitizer for machines without a GPU).
 """
 
-from .compiler import SourceModule, default_cache_dir, find_compiler
+from .compiler import SourceModule, default_cache_dir
 from .driver import (
     CompileError,
     Context,
@@ -37,6 +38,9 @@ from .driver import (
     pagelocked_zeros,
     set_memory_limit,
 )
+from .sanitizer import checking, set_enabled as set_check_mode
+from .sanitizer import enabled as check_mode
+from .toolchain import find_compiler
 
 __all__ = [
     "CompileError", "Context", "Device", "DeviceAllocation", "Error", "Event", "LaunchError",
@@ -44,5 +48,5 @@ __all__ = [
     "device_attribute", "find_compiler", "host_threads", "init", "mem_alloc", "mem_get_info",
     "memcpy_dtod", "memcpy_dtod_async", "memcpy_dtoh", "memcpy_dtoh_async", "memcpy_htod",
     "memcpy_htod_async", "memset_d8", "memset_d32", "pagelocked_empty", "pagelocked_zeros",
-    "set_memory_limit",
+    "set_memory_limit", "check_mode", "checking", "set_check_mode",
 ]

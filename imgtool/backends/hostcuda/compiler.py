@@ -6,12 +6,16 @@ function.  The kernels are found by preprocessing the source once with
 ``HOSTCUDA_SCAN`` defined; that preprocessed text, the flags, the compiler and
 the header make the cache key of the shared library, which is written to a
 temporary name and renamed into the cache, so concurrent processes are safe.
+
+A module built in check mode (``SourceModule(..., check=True)``, or
+IMGTOOL_HOSTCUDA_CHECK=1; see sanitizer.py) is another library: the same
+source with HC_CHECK=1 and -fsanitize=bounds,object-size, whose launches the
+sanitizer runs several times over guarded copies of their buffers.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import re
@@ -25,10 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import driver
-from .driver import CompileError, DeviceAllocation, LaunchError, LogicError, RuntimeError
+from . import driver, sanitizer
+from .driver import DeviceAllocation
+from .errors import CompileError, LaunchError, LogicError, RuntimeError
+from .toolchain import compiler_identity, find_compiler
 
-ABI_VERSION = "hostcuda-2"
+ABI_VERSION = "hostcuda-3"
 HEADER_DIR = Path(__file__).resolve().parent
 COMPAT_HEADER = HEADER_DIR / "cuda_compat.h"
 
@@ -44,6 +50,11 @@ CXXFLAGS = (
     "-ffp-contract=off",
     "-Wl,-z,defs",
 )
+# The check build: array indexes and accesses through pointers into objects of
+# known size are checked (cuda_compat.h has the handlers; no runtime is linked,
+# so it is compiled and linked in two steps).
+CHECK_FLAGS = ("-fsanitize=bounds,object-size", "-fno-sanitize-recover=all", "-U_FORTIFY_SOURCE")
+_LINK_ONLY = ("-shared", "-Wl,-z,defs")
 
 # nvcc options that take their value as the next argument and mean nothing here.
 _NVCC_OPTIONS_WITH_VALUE = {
@@ -54,29 +65,7 @@ _NVCC_OPTIONS_WITH_VALUE = {
 
 _GLOBAL_RE = re.compile(r"__hostcuda_global__\s+((?:\w+\s+)*?)void\s+(\w+)\s*\(")
 _BARRIER_RE = re.compile(r"\b__syncthreads(?:_count|_and|_or)?\s*\(")
-
-
-def find_compiler() -> list[str]:
-    """The host C++ compiler's argv: IMGTOOL_HOSTCUDA_CXX, else CXX, else g++."""
-    spec = os.environ.get("IMGTOOL_HOSTCUDA_CXX") or os.environ.get("CXX") or "g++"
-    argv = shlex.split(spec)
-    if not argv or shutil.which(argv[0]) is None:
-        raise RuntimeError(
-            f"no host C++ compiler for the CPU build of the kernels: {spec!r} not found "
-            "(install g++ or set CXX)"
-        )
-    return argv
-
-
-@functools.lru_cache(maxsize=8)
-def _compiler_identity(argv: tuple[str, ...]) -> str:
-    try:
-        out = subprocess.run(
-            [*argv, "--version"], capture_output=True, text=True, timeout=60, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeError(f"cannot run the host C++ compiler {argv[0]!r}: {exc}") from None
-    return f"{shutil.which(argv[0])}\n{out}"
+_GRID_DIM_RE = re.compile(r"\bgridDim\s*\.\s*([xyz])\b")
 
 
 def default_cache_dir() -> Path:
@@ -134,6 +123,138 @@ def _find_kernels(scan: str) -> list[str]:
     return names
 
 
+def _matching(text: str, start: int, open_: str, close: str) -> int:
+    """The index just past the bracket that closes the one at ``start``."""
+    depth = 0
+    for i in range(start, len(text)):
+        c = text[i]
+        if c == open_:
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+def _grid_strides(scan: str, kernels: list[str]) -> dict[str, frozenset[int]]:
+    """The grid dimensions each kernel reads (gridDim.x/y/z): those it strides over.
+
+    A dimension a kernel reads is taken to be a grid-stride dimension, whose
+    result must not depend on how many blocks the grid has along it; the
+    sanitizer caps it.  Code outside every kernel body (device functions)
+    counts for every kernel.
+    """
+    bodies: dict[str, tuple[int, int]] = {}
+    for m in _GLOBAL_RE.finditer(scan):
+        name = m.group(2)
+        if name not in kernels or name in bodies:
+            continue
+        params_end = _matching(scan, m.end() - 1, "(", ")")
+        brace = scan.find("{", params_end)
+        semi = scan.find(";", params_end)
+        if brace < 0 or (0 <= semi < brace):
+            continue  # a declaration only
+        bodies[name] = (brace, _matching(scan, brace, "{", "}"))
+    outside, pos = [], 0
+    for lo, hi in sorted(bodies.values()):
+        outside.append(scan[pos:lo])
+        pos = max(pos, hi)
+    outside.append(scan[pos:])
+    axes = {"x": 0, "y": 1, "z": 2}
+    shared = {axes[a] for a in _GRID_DIM_RE.findall("".join(outside))}
+    out = {}
+    for name in kernels:
+        lo, hi = bodies.get(name, (0, 0))
+        out[name] = frozenset(shared | {axes[a] for a in _GRID_DIM_RE.findall(scan[lo:hi])})
+    return out
+
+
+# ---- the check build's source ---------------------------------------------------
+
+_SHARED_DECL_RE = re.compile(
+    r"\b__shared__\s+(?P<type>(?:[A-Za-z_][\w:]*(?:\s*<[^;{}]*?>)?[\s*&]+)+?)(?P<name>[A-Za-z_]\w*)\s*"
+    r"(?P<dims>(?:\[[^\[\];{}]*\]\s*)*);"
+)
+_BARRIER_CALL_RE = re.compile(r"\b__syncthreads(_count|_and|_or)?(?=\s*\()")
+_NAMESPACE_BRACE_RE = re.compile(r"(?:\bextern\s*|\bnamespace(?:\s+[\w:]+)?\s*)$")
+
+
+def _blank_comments(text: str) -> str:
+    """``text`` with comments and string and character literals turned to spaces (newlines kept)."""
+    out = list(text)
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            j = min(n, j + 1)
+        else:
+            i += 1
+            continue
+        for k in range(i, j):
+            if out[k] != "\n":
+                out[k] = " "
+        i = j
+    return "".join(out)
+
+
+def check_source(source: str) -> str:
+    """The source the check build compiles: ``source`` with two rewrites, line numbers kept.
+
+    A ``__shared__`` declaration of one variable inside a function body becomes
+    a reference to its own guarded slot (cuda_compat.h's hc::shared_array), so
+    that an access past either end of the array faults, through a pointer too;
+    every other ``__shared__`` stays a static of the section the scheduler
+    poisons.  Each ``__syncthreads*(`` call becomes ``hc_syncthreads*<column>(``,
+    so that the synccheck tells apart two barriers on one line.
+    """
+    blank = _blank_comments(source)
+    edits: list[tuple[int, int, str]] = []
+    # Which braces are function bodies (or blocks in them), not extern "C" or namespace scopes.
+    stack: list[bool] = []
+    code_depth = 0
+    pos = 0
+    slot = 0
+    for m in _SHARED_DECL_RE.finditer(blank):
+        for i in range(pos, m.start()):
+            ch = blank[i]
+            if ch == "{":
+                is_code = not _NAMESPACE_BRACE_RE.search(blank[max(0, i - 64):i])
+                stack.append(is_code)
+                code_depth += is_code
+            elif ch == "}" and stack:
+                code_depth -= stack.pop()
+        pos = m.start()
+        if not code_depth:
+            continue
+        ctype = " ".join(m.group("type").split())
+        dims = "".join(m.group("dims").split())
+        name = m.group("name")
+        newlines = "\n" * source.count("\n", m.start(), m.end())
+        edits.append((m.start(), m.end(),
+                      f'auto& {name} = *hc::shared_array<{ctype}{dims}, {slot}>("{name}");{newlines}'))
+        slot += 1
+    for m in _BARRIER_CALL_RE.finditer(blank):
+        column = m.start() - (source.rfind("\n", 0, m.start()) + 1) + 1
+        edits.append((m.start(), m.end(), f"hc_syncthreads{m.group(1) or ''}<{column}>"))
+    out, last = [], 0
+    for start, end, text in sorted(edits):
+        out.append(source[last:start])
+        out.append(text)
+        last = end
+    out.append(source[last:])
+    return "".join(out)
+
+
 def _launcher(name: str) -> str:
     return (
         f"HC_EXPORT int hc_sig_{name}(char* out, int cap) {{ return hc::signature(&{name}, out, cap); }}\n"
@@ -144,23 +265,36 @@ def _launcher(name: str) -> str:
 
 
 class _Launch(ctypes.Structure):
+    """cuda_compat.h's hc_launch."""
+
     _fields_ = [
         ("grid", ctypes.c_uint * 3),
         ("block", ctypes.c_uint * 3),
         ("args", ctypes.c_void_p),
         ("status", ctypes.c_int),
-        ("message", ctypes.c_char * 256),
+        ("message", ctypes.c_char * 512),
+        ("thread_order", ctypes.c_int),
+        ("block_order", ctypes.c_int),
+        ("seed", ctypes.c_ulonglong),
+        ("shared_poison", ctypes.c_int),
+        ("shared_layout", ctypes.c_int),
+        ("fault_kind", ctypes.c_int),
+        ("fault_write", ctypes.c_int),
+        ("fault_addr", ctypes.c_ulonglong),
     ]
 
 
 class _Built:
     """A loaded shared library and what is known about it."""
 
-    def __init__(self, path: Path, kernels: list[str], uses_barrier: bool, cache_hit: bool):
+    def __init__(self, path: Path, kernels: list[str], uses_barrier: bool, cache_hit: bool,
+                 check: bool, grid_strides: dict[str, frozenset[int]]):
         self.path = path
         self.kernels = kernels
         self.uses_barrier = uses_barrier
         self.cache_hit = cache_hit
+        self.check = check
+        self.grid_strides = grid_strides
         self.lib = ctypes.CDLL(str(path))
 
 
@@ -179,14 +313,20 @@ def _run_compiler(cmd: list[str], cwd: str, what: str) -> str:
     return proc.stdout
 
 
-def _build(source: str, options, no_extern_c: bool, include_dirs, cache: Path, keep: bool) -> _Built:
+def _build(source: str, options, no_extern_c: bool, include_dirs, cache: Path, keep: bool, check: bool) -> _Built:
     cxx = find_compiler()
-    identity = _compiler_identity(tuple(cxx))
+    identity = compiler_identity(tuple(cxx))
     user_flags = _translate_options(options)
     for d in include_dirs or ():
         user_flags += ["-I", str(d)]
     extra = shlex.split(os.environ.get("IMGTOOL_HOSTCUDA_CXXFLAGS", ""))
-    text = source if no_extern_c else 'extern "C" {\n' + source + '\n}\n'
+
+    def wrapped(src: str) -> str:
+        # (The #line keeps the source's own line numbers in messages: barriers, bounds.)
+        return src if no_extern_c else 'extern "C" {\n#line 1 "kernel.cu"\n' + src + '\n}\n'
+
+    text = wrapped(source)
+    module_text = wrapped(check_source(source)) if check else text
 
     build = tempfile.mkdtemp(prefix="build-", dir=cache)
     try:
@@ -201,9 +341,11 @@ def _build(source: str, options, no_extern_c: bool, include_dirs, cache: Path, k
         )
         kernels = _find_kernels(scan)
         uses_barrier = bool(_BARRIER_RE.search(scan))
+        strides = _grid_strides(scan, kernels)
+        mode = ["check", *CHECK_FLAGS, module_text] if check else ["normal"]
         key = hashlib.sha256(
             "\0".join(
-                [ABI_VERSION, identity, *CXXFLAGS, *extra, *user_flags, str(uses_barrier), scan]
+                [ABI_VERSION, identity, *CXXFLAGS, *mode, *extra, *user_flags, str(uses_barrier), scan]
             ).encode()
             + COMPAT_HEADER.read_bytes()
         ).hexdigest()[:32]
@@ -214,7 +356,7 @@ def _build(source: str, options, no_extern_c: bool, include_dirs, cache: Path, k
         cache_hit = target.exists()
         if cache_hit:
             try:
-                built = _Built(target, kernels, uses_barrier, True)
+                built = _Built(target, kernels, uses_barrier, True, check, strides)
             except OSError:  # unloadable (damaged on disk): build it again
                 cache_hit = False
                 target.unlink(missing_ok=True)
@@ -222,20 +364,31 @@ def _build(source: str, options, no_extern_c: bool, include_dirs, cache: Path, k
                 with _loaded_lock:
                     return _loaded.setdefault(str(target), built)
         if not cache_hit:
+            Path(build, "kernel.cu").write_text(module_text)
             Path(build, "module.cpp").write_text(
                 f"#define HC_USES_BARRIER {int(uses_barrier)}\n"
+                f"#define HC_CHECK {int(check)}\n"
                 '#include "cuda_compat.h"\n'
                 '#include "kernel.cu"\n' + "".join(_launcher(k) for k in kernels)
             )
             out = Path(build, "module.so")
-            _run_compiler(
-                [*cxx, *CXXFLAGS, *extra, "-I", str(HEADER_DIR), *user_flags, "module.cpp", "-o", str(out)],
-                build,
-                "compiling the kernel source for the host",
-            )
+            what = "compiling the kernel source for the host"
+            if check:
+                compile_flags = [f for f in CXXFLAGS if f not in _LINK_ONLY]
+                _run_compiler(
+                    [*cxx, *compile_flags, *CHECK_FLAGS, *extra, "-I", str(HEADER_DIR), *user_flags,
+                     "-c", "module.cpp", "-o", "module.o"],
+                    build, what + " (check build)",
+                )
+                _run_compiler([*cxx, *CXXFLAGS, *extra, "module.o", "-o", str(out)], build, what + " (check build, linking)")
+            else:
+                _run_compiler(
+                    [*cxx, *CXXFLAGS, *extra, "-I", str(HEADER_DIR), *user_flags, "module.cpp", "-o", str(out)],
+                    build, what,
+                )
             _build_stats["compiles"] += 1
             os.replace(out, target)  # atomic: a concurrent build of the same key is identical
-        built = _Built(target, kernels, uses_barrier, cache_hit)
+        built = _Built(target, kernels, uses_barrier, cache_hit, check, strides)
         with _loaded_lock:
             return _loaded.setdefault(str(target), built)
     finally:
@@ -259,10 +412,13 @@ class SourceModule:
         code=None,
         cache_dir: str | os.PathLike | None = None,
         include_dirs=(),
+        *,
+        check: bool | None = None,
     ):
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
-        self._built = _build(source, options, no_extern_c, include_dirs, cache, keep)
+        check = sanitizer.enabled() if check is None else bool(check)
+        self._built = _build(source, options, no_extern_c, include_dirs, cache, keep, check)
         self._functions: dict[str, Function] = {}
 
     @property
@@ -272,6 +428,11 @@ class SourceModule:
     @property
     def uses_barrier(self) -> bool:
         return self._built.uses_barrier
+
+    @property
+    def check(self) -> bool:
+        """True when this is the check build, whose launches the sanitizer runs."""
+        return self._built.check
 
     @property
     def cache_hit(self) -> bool:
@@ -335,11 +496,12 @@ class Function:
         self.num_regs = 0
         self.max_threads_per_block = driver.MAX_THREADS_PER_BLOCK
 
-    def _marshal(self, args) -> tuple[list, list[DeviceAllocation]]:
+    def _marshal(self, args) -> tuple[list, list[tuple[int, int, DeviceAllocation | None]]]:
+        """The arguments as ctypes storage, and (parameter, address, allocation) of each pointer."""
         if len(args) != len(self.params):
             raise TypeError(f"kernel {self.name} takes {len(self.params)} arguments, {len(args)} given")
         storage: list = []
-        allocs: list[DeviceAllocation] = []
+        pointers: list[tuple[int, int, DeviceAllocation | None]] = []
         for i, (arg, (kind, size)) in enumerate(zip(args, self.params)):
             if kind == "p":
                 if isinstance(arg, DeviceAllocation):
@@ -361,8 +523,7 @@ class Function:
                         f"invalid type on parameter #{i} (0-based) of {self.name}: it is a pointer, "
                         f"pass a device allocation, not {type(arg).__name__}"
                     )
-                if alloc is not None:
-                    allocs.append(alloc)
+                pointers.append((i, address, alloc))
                 storage.append(ctypes.c_void_p(address))
                 continue
             want = {"i": np.integer, "u": np.integer, "f": np.floating, "s": (np.void, np.ndarray)}[kind]
@@ -378,7 +539,19 @@ class Function:
                     f"parameter #{i} (0-based) of {self.name} is {size} bytes, the argument is {len(raw)}"
                 )
             storage.append((ctypes.c_char * size).from_buffer_copy(raw))
-        return storage, allocs
+        return storage, pointers
+
+    def _launch_once(self, grid, block, argv, schedule=None) -> _Launch:
+        """One run of the launcher; ``schedule`` (a sanitizer.Schedule) only for the check build."""
+        rec = _Launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), ctypes.addressof(argv), 0, b"")
+        if schedule is None:
+            self._launch(ctypes.byref(rec), driver.host_threads())
+        else:
+            rec.thread_order, rec.block_order = schedule.threads, schedule.blocks
+            rec.seed, rec.shared_poison = schedule.seed, schedule.poison
+            rec.shared_layout = sanitizer.LAYOUTS.index(schedule.layout)
+            self._launch(ctypes.byref(rec), 1)
+        return rec
 
     def __call__(self, *args, block=None, grid=(1, 1), stream=None, shared=0, texrefs=(), time_kernel=False):
         if block is None:
@@ -389,20 +562,26 @@ class Function:
         grd = _dims(grid, driver.MAX_GRID, "grid")
         if shared:
             raise LogicError("hostcuda does not support dynamic shared memory (shared=...); use __shared__ arrays")
-        storage, allocs = self._marshal(args)
-        argv = (ctypes.c_void_p * max(1, len(storage)))(*[ctypes.addressof(s) for s in storage])
-        name, launch = self.name, self._launch
+        storage, pointers = self._marshal(args)
+        name = self.name
+        if self._built.check:
+            strides = self._built.grid_strides.get(name, frozenset())
 
-        def run():
-            rec = _Launch((ctypes.c_uint * 3)(*grd), (ctypes.c_uint * 3)(*blk), ctypes.addressof(argv), 0, b"")
-            keep = (storage, argv)  # alive until the launch is done
-            status = launch(ctypes.byref(rec), driver.host_threads())
-            del keep
-            for i, alloc in enumerate(allocs):
-                if not alloc.canaries_intact():
-                    raise LaunchError(f"kernel {name} wrote outside a device allocation it was passed ({alloc!r})")
-            if status:
-                raise LaunchError(f"kernel {name} failed: {rec.message.decode(errors='replace')}")
+            def run():
+                sanitizer.run_checked(name, self._launch_once, grd, blk, storage, pointers, strides)
+        else:
+            allocs = [alloc for _, _, alloc in pointers if alloc is not None]
+            argv = (ctypes.c_void_p * max(1, len(storage)))(*[ctypes.addressof(s) for s in storage])
+
+            def run():
+                keep = (storage, argv)  # alive until the launch is done
+                rec = self._launch_once(grd, blk, argv)
+                del keep
+                for alloc in allocs:
+                    if not alloc.canaries_intact():
+                        raise LaunchError(f"kernel {name} wrote outside a device allocation it was passed ({alloc!r})")
+                if rec.status:
+                    raise LaunchError(f"kernel {name} failed: {rec.message.decode(errors='replace')}")
 
         if time_kernel:
             driver._sync_all_streams()

@@ -21,6 +21,16 @@ import weakref
 
 import numpy as np
 
+from .errors import (  # noqa: F401 - driver.X is pycuda.driver.X
+    CompileError,
+    Error,
+    LaunchError,
+    LogicError,
+    MemoryError,
+    RuntimeError,
+)
+from .toolchain import find_compiler
+
 # Guard bytes before and after each allocation; a kernel that writes outside its
 # buffer changes them, and the launch that did it fails with LaunchError.
 REDZONE = 256
@@ -29,43 +39,6 @@ _CANARY = 0xA5
 # Fresh allocations are filled with this so that reading memory nobody wrote
 # shows up as garbage in the tests instead of lucky zeros.
 _POISON = 0xCD
-
-
-class Error(Exception):
-    """Base of every hostcuda error (pycuda.driver.Error)."""
-
-
-class LogicError(Error):
-    """A call that can never succeed: bad arguments, bad launch configuration."""
-
-
-class LaunchError(Error):
-    """A kernel failed while it ran (a trap, an out-of-bounds write)."""
-
-
-class MemoryError(Error):  # noqa: A001 - mirrors pycuda.driver.MemoryError
-    """Out of (emulated) device memory."""
-
-
-class RuntimeError(Error):  # noqa: A001 - mirrors pycuda.driver.RuntimeError
-    """The runtime cannot work here (no host compiler)."""
-
-
-class CompileError(Error):
-    """The host compiler rejected a kernel source."""
-
-    def __init__(self, msg: str, command_line=None, stdout: str = "", stderr: str = ""):
-        super().__init__(msg)
-        self.msg = msg
-        self.command_line = command_line
-        self.stdout = stdout
-        self.stderr = stderr
-
-    def __str__(self) -> str:
-        text = self.msg
-        if self.stderr:
-            text += "\n" + self.stderr.strip()
-        return text
 
 
 # ---- devices and contexts --------------------------------------------------
@@ -95,8 +68,6 @@ _initialised = False
 def init(flags: int = 0) -> None:
     """Check that kernels can be built here (pycuda.driver.init)."""
     global _initialised
-    from .compiler import find_compiler
-
     find_compiler()  # raises RuntimeError without a host C++ compiler
     _initialised = True
 
