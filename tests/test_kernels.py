@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from helpers import assert_image_close
 from imgtool import kernels
 from imgtool.backends import cuda as cuda_backend
+from imgtool.backends.cuda import dispatcher as cuda_dispatcher
 from imgtool.backends import hostcuda
 from imgtool.backends.cpu import CpuBackend
 from imgtool.backends.cuda import CudaBackend, kernel_source, module_defines, thumbnail_stages
@@ -89,8 +90,8 @@ _backends: dict[str, CudaBackend] = {}
 def exact_device_buffers():
     """The backend's device buffers at the size asked for, fresh for every job (no slack for an overrun to hide in)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cuda_backend, "_round_up", lambda n: max(1, n))
-        mp.setattr(cuda_backend, "KEEP_BUFFER_BYTES", -1)  # a job's buffers are freed when it is done
+        mp.setattr(cuda_dispatcher, "round_up", lambda n: max(1, n))
+        mp.setattr(cuda_dispatcher, "KEEP_BUFFER_BYTES", -1)  # a job's buffers are freed when it is done
         yield
 
 
@@ -391,8 +392,10 @@ def other_block_shapes():
     """A host backend whose kernels are built and launched with OTHER_GEOMETRY."""
     with pytest.MonkeyPatch.context() as mp:
         for name, value in OTHER_GEOMETRY.items():
-            assert hasattr(cuda_backend, name), name
-            mp.setattr(cuda_backend, name, value)
+            # plan decides the launches; the package re-exports its constants.
+            for module in (cuda_backend, cuda_backend.plan):
+                assert hasattr(module, name), name
+                mp.setattr(module, name, value)
         backend = CudaBackend("host")
         try:
             yield backend
