@@ -37,11 +37,13 @@ _imgtool_complete() {
                 --thumb-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --blur-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --lq-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --format) COMPREPLY=($(compgen -W "webp avif" -- "$cur")); return ;;
+                --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         queue)
@@ -66,10 +68,12 @@ _imgtool_complete() {
                 --thumb-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --blur-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --lq-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --format) COMPREPLY=($(compgen -W "webp avif" -- "$cur")); return ;;
+                --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         status)
@@ -89,13 +93,15 @@ _imgtool_complete() {
                 --thumb-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --blur-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --lq-quality) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --format) COMPREPLY=($(compgen -W "webp avif" -- "$cur")); return ;;
+                --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --effort --lossless --max-pixels -j --jobs --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

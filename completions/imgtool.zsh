@@ -40,11 +40,13 @@ _imgtool() {
                 '(-o --output)'{-o,--output}'[Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.]:dir:_files -/' \
                 '--ops[Operations to run, comma-separated.]:value:(thumbnail blur low-quality)' \
                 '--backend[Where the image operations run\: cuda when a GPU answers (auto), or force one.]:value:(auto cuda cpu)' \
-                '--thumb-width[Thumbnail width in pixels (never upscaled).]:value:' \
-                '--blur-sigma[Gaussian sigma for blur (radius ceil(3*sigma), up to 50); default\: the 3x3 \[1 2 1\] kernel.]:value:' \
+                '--thumb-width[Thumbnail width in pixels, or several comma-separated (256,640,1280\: one thumbnail each, up to 8); never upscaled.]:value:' \
+                '--blur-sigma[Blur\: '\''auto'\'' (a Gaussian of sigma 1.5% of the shorter side, at least 1), a Gaussian of sigma S (up to 50), or '\''3x3'\'' (the old \[1 2 1\] kernel, invisible on photos).]:value:' \
                 '--thumb-quality[WebP quality of the thumbnail.]:value:' \
                 '--blur-quality[WebP quality of the blurred image.]:value:' \
                 '--lq-quality[WebP quality of the low-quality placeholder.]:value:' \
+                '--format[Output format\: <jobId>_<operation>.webp or .avif (lossy only; the same quality numbers, mapped to AVIF'\''s at equal SSIM).]:value:(webp avif)' \
+                '--avif-speed[AVIF encoder speed (libavif)\: 0 slowest and smallest, 10 fastest.]:value:' \
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
@@ -73,11 +75,13 @@ _imgtool() {
                 '--done-cap[image\:done keeps this many newest entries.]:value:' \
                 '--ops[Operations to run, comma-separated.]:value:(thumbnail blur low-quality)' \
                 '--backend[Where the image operations run\: cuda when a GPU answers (auto), or force one.]:value:(auto cuda cpu)' \
-                '--thumb-width[Thumbnail width in pixels (never upscaled).]:value:' \
-                '--blur-sigma[Gaussian sigma for blur (radius ceil(3*sigma), up to 50); default\: the 3x3 \[1 2 1\] kernel.]:value:' \
+                '--thumb-width[Thumbnail width in pixels, or several comma-separated (256,640,1280\: one thumbnail each, up to 8); never upscaled.]:value:' \
+                '--blur-sigma[Blur\: '\''auto'\'' (a Gaussian of sigma 1.5% of the shorter side, at least 1), a Gaussian of sigma S (up to 50), or '\''3x3'\'' (the old \[1 2 1\] kernel, invisible on photos).]:value:' \
                 '--thumb-quality[WebP quality of the thumbnail.]:value:' \
                 '--blur-quality[WebP quality of the blurred image.]:value:' \
                 '--lq-quality[WebP quality of the low-quality placeholder.]:value:' \
+                '--format[Output format\: <jobId>_<operation>.webp or .avif (lossy only; the same quality numbers, mapped to AVIF'\''s at equal SSIM).]:value:(webp avif)' \
+                '--avif-speed[AVIF encoder speed (libavif)\: 0 slowest and smallest, 10 fastest.]:value:' \
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
@@ -96,11 +100,13 @@ _imgtool() {
             _arguments -s \
                 '--ops[Operations to run, comma-separated.]:value:(thumbnail blur low-quality)' \
                 '--backend[Where the image operations run\: cuda when a GPU answers (auto), or force one.]:value:(auto cuda cpu)' \
-                '--thumb-width[Thumbnail width in pixels (never upscaled).]:value:' \
-                '--blur-sigma[Gaussian sigma for blur (radius ceil(3*sigma), up to 50); default\: the 3x3 \[1 2 1\] kernel.]:value:' \
+                '--thumb-width[Thumbnail width in pixels, or several comma-separated (256,640,1280\: one thumbnail each, up to 8); never upscaled.]:value:' \
+                '--blur-sigma[Blur\: '\''auto'\'' (a Gaussian of sigma 1.5% of the shorter side, at least 1), a Gaussian of sigma S (up to 50), or '\''3x3'\'' (the old \[1 2 1\] kernel, invisible on photos).]:value:' \
                 '--thumb-quality[WebP quality of the thumbnail.]:value:' \
                 '--blur-quality[WebP quality of the blurred image.]:value:' \
                 '--lq-quality[WebP quality of the low-quality placeholder.]:value:' \
+                '--format[Output format\: <jobId>_<operation>.webp or .avif (lossy only; the same quality numbers, mapped to AVIF'\''s at equal SSIM).]:value:(webp avif)' \
+                '--avif-speed[AVIF encoder speed (libavif)\: 0 slowest and smallest, 10 fastest.]:value:' \
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \

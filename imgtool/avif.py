@@ -21,8 +21,9 @@ import io
 
 from PIL import Image, features
 
-DEFAULT_SPEED = 8
-MIN_SPEED, MAX_SPEED = 0, 10
+from .ops.settings import DEFAULT_AVIF_SPEED as DEFAULT_SPEED
+from .ops.settings import MAX_AVIF_SPEED as MAX_SPEED
+from .ops.settings import MIN_AVIF_SPEED as MIN_SPEED
 # (WebP quality, AVIF quality) anchors per operation, linear between them.
 # Measured at speed 8 on the corpus photos (python -m bench.avif_mapping): for
 # each WebP quality, the lowest AVIF quality whose mean SSIM over the photos'

@@ -20,7 +20,6 @@ from typing import Callable, Iterable, Iterator
 from . import imageio, storage
 from .backends import Backend, get_backend
 from .errors import ImgtoolError, ResourceExhausted
-from .imageio import WEBP_CONTENT_TYPE
 from . import ops
 from .ops import Settings, job_id_for
 from .pixels import Scratch
@@ -73,6 +72,11 @@ class Result:
     error: ImgtoolError | None = None
     duration_ms: float = 0.0
     size: tuple[int, int] | None = None
+    # {"thumbhash": ..., "blurhash": ...} of the image, when it was decoded.
+    placeholders: dict[str, str] | None = None
+    # Outputs the settings ask for that this image does not get, by key, with why
+    # (a further thumbnail width above the image's: never upscaled).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {
@@ -82,10 +86,20 @@ class Result:
             "outputs": {op: str(p) for op, p in self.outputs.items()},
             "durationMs": round(self.duration_ms, 1),
         }
-        if self.size:
-            d["width"], d["height"] = self.size
+        d.update(self.details())
         if self.error is not None:
             d["error"] = self.error.to_dict()
+        return d
+
+    def details(self) -> dict:
+        """What ``--json`` lines and ``image:done`` entries add about the image: size, skipped outputs, placeholders."""
+        d: dict = {}
+        if self.size:
+            d["width"], d["height"] = self.size
+        if self.skipped:
+            d["skippedOutputs"] = dict(self.skipped)
+        if self.placeholders is not None:
+            d["placeholders"] = dict(self.placeholders)
         return d
 
 
@@ -116,11 +130,10 @@ class Pipeline:
         return self.backend.name
 
     def outputs(self, task: Task) -> dict[str, Location]:
-        """Where each of ``task``'s outputs goes, by operation."""
+        """Where each of ``task``'s outputs goes, by output key (an operation's name, or ``thumbnail-<W>``)."""
         settings = task.settings or self.settings
         store = storage.for_location(task.out_dir)
-        return {name: store.join(task.out_dir, ops.get(name).output_name(task.job_id, settings))
-                for name in settings.ops}
+        return {key: store.join(task.out_dir, name) for key, name in ops.output_names(task.job_id, settings).items()}
 
     def up_to_date(self, task: Task) -> bool:
         """True when every output exists and is up to date with the input (its store decides).
@@ -128,26 +141,41 @@ class Pipeline:
         Each output goes with its operation's fingerprint of the settings that
         decide it, so a store can tell outputs made with other settings.
         """
+        return self._fresh_outputs(task) is not None
+
+    def _fresh_outputs(self, task: Task) -> dict[str, Location] | None:
+        """The outputs ``task`` has, when all of them are up to date; else None."""
         settings = task.settings or self.settings
         outputs = self.outputs(task)
-        fingerprints = {loc: ops.get(name).fingerprint(settings) for name, loc in outputs.items()}
-        return storage.for_location(task.src).fresh(task.src, fingerprints)
+        owner = {key: op for op in map(ops.get, settings.ops) for key in op.output_keys(settings)}
+        if any(len(op.output_keys(settings)) > 1 for op in map(ops.get, settings.ops)):
+            # Which of several widths this input gets depends on its size: its header says.
+            try:
+                info = imageio.probe(task.src, settings.max_pixels)
+            except ImgtoolError:
+                return None  # processing it will say what is wrong
+            for op in map(ops.get, settings.ops):
+                for key in op.outputs(settings, info.width, info.height)[1]:
+                    outputs.pop(key, None)
+        fingerprints = {loc: owner[key].fingerprint(settings, key) for key, loc in outputs.items()}
+        return outputs if storage.for_location(task.src).fresh(task.src, fingerprints) else None
 
     def process(self, task: Task, force: bool = True) -> Result:
         """Make ``task``'s outputs, all or none; never raises an ImgtoolError."""
         start = time.perf_counter()
-        if not force and self.up_to_date(task):
-            return Result(task, "skipped", self.outputs(task))
+        if not force:
+            fresh = self._fresh_outputs(task)
+            if fresh is not None:
+                return Result(task, "skipped", fresh)
         try:
-            outputs, size = self._run(task)
+            return self._run(task, start)
         except ImgtoolError as exc:
             return Result(task, "failed", error=exc, duration_ms=_ms(start))
         except MemoryError:
             err = ResourceExhausted("out of memory", task.src)
             return Result(task, "failed", error=err, duration_ms=_ms(start))
-        return Result(task, "done", outputs, duration_ms=_ms(start), size=size)
 
-    def _run(self, task: Task) -> tuple[dict[str, Location], tuple[int, int]]:
+    def _run(self, task: Task, start: float) -> Result:
         settings = task.settings or self.settings
         running = current_task()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
@@ -157,25 +185,42 @@ class Pipeline:
         size = img.size
         self._check_stop()
         pixels = self.backend.apply_image(img, settings, self._scratch())
+        self._check_stop()
+        owner, skipped = {}, {}
+        for op in map(ops.get, settings.ops):
+            made, passed = op.outputs(settings, *size)
+            owner.update(dict.fromkeys(made, op))
+            skipped.update(passed)
+        hashes = self._placeholders(img, pixels, owner)
         del img
         targets = self.outputs(task)
         encoded = []
-        for op in settings.ops:
+        for key in [k for k in targets if k in owner]:
             self._check_stop()
-            data = imageio.encode_webp(
-                pixels.pop(op), settings.quality[op], settings.effort, settings.lossless
-            )
-            encoded.append(Output(targets[op], data, WEBP_CONTENT_TYPE))
+            op = owner[key]
+            data, content_type = imageio.encode(
+                pixels.pop(key), settings.format, settings.quality[op.name], op.name,
+                effort=settings.effort, lossless=settings.lossless, speed=settings.avif_speed)
+            encoded.append((key, Output(targets[key], data, content_type)))
         self._check_stop()
-        return self._write_all(task, encoded), size
+        written = self._write_all(task, [out for _key, out in encoded])
+        return Result(task, "done", dict(zip((key for key, _out in encoded), written)), duration_ms=_ms(start),
+                      size=size, placeholders=hashes, skipped=skipped)
 
-    def _write_all(self, task: Task, encoded: list[Output]) -> dict[str, Location]:
+    @staticmethod
+    def _placeholders(img, pixels: dict, owner: dict) -> dict[str, str]:
+        """ThumbHash and BlurHash from pixels already made: the smallest fit output of an operation that
+        offers its pixels for them (the thumbnail's), else a reduce of the decoded image."""
+        from . import placeholders  # numpy: not on the start-up path
+
+        offered = {key: pixels[key] for key, op in owner.items() if op.placeholder_source and key in pixels}
+        return placeholders.of_image(img, list(offered.values()))
+
+    def _write_all(self, task: Task, encoded: list[Output]) -> list[Location]:
         """Write every output, or none (the store removes those of this attempt on failure)."""
         with self._write_lock:
             self._check_stop()
-            written = storage.for_location(task.out_dir).write_outputs(encoded)
-        settings = task.settings or self.settings
-        return dict(zip(settings.ops, written))
+            return storage.for_location(task.out_dir).write_outputs(encoded)
 
     def _scratch(self) -> Scratch:
         scratch = getattr(self._local, "scratch", None)

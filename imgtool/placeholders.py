@@ -30,6 +30,11 @@ import math
 import numpy as np
 
 SOURCE_MAX = 100  # pixels a side: ThumbHash's limit, and plenty for either format
+# An output offered as the source is used when its longer side has at least this many pixels
+# (fewer would lose what the hashes' components hold); the smallest such one is taken.
+SOURCE_MIN = 32
+# Larger than this a side, an image is first reduced by a whole factor (cheap) before the box resize.
+_REDUCE_ABOVE = 4 * SOURCE_MAX
 BLURHASH_COMPONENTS = (4, 3)  # x, y
 _BASE83 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
 
@@ -50,6 +55,31 @@ def placeholder_source(image):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = image.resize(size, Image.Resampling.BOX)
     return np.asarray(image)
+
+
+def of_image(decoded, offered=()) -> dict[str, str]:
+    """``placeholders`` of an image the pipeline has decoded, from pixels it already has.
+
+    ``offered``: outputs made from it that are antialiased reductions with its
+    aspect (PIL images or ``Pixels``: the thumbnails); the smallest of them with
+    at least ``SOURCE_MIN`` pixels on its longer side is the source, else the
+    largest.  With none, the decoded image (a PIL image) reduced.  No decode.
+    """
+    from .pixels import Pixels
+
+    images = [o.to_image() if isinstance(o, Pixels) else o for o in offered]
+    if images:
+        fit = [im for im in images if max(im.size) >= SOURCE_MIN]
+        source = (min(fit, key=lambda im: im.width * im.height) if fit
+                  else max(images, key=lambda im: im.width * im.height))
+    else:
+        source = decoded
+    longer = max(source.size)
+    if longer > _REDUCE_ABOVE:
+        # A whole-factor box reduce (premultiplied where there is alpha, as Pillow
+        # reduces RGBA) to at most twice what the hashes read, then the box resize.
+        source = source.reduce(longer // (2 * SOURCE_MAX))
+    return placeholders(placeholder_source(source))
 
 
 def _check(pixels: np.ndarray) -> np.ndarray:

@@ -121,3 +121,70 @@ def test_an_unknown_operation_gets_the_highest_quality_of_the_measured_ones():
         assert avif_quality(q, "new") >= max(avif_quality(q, op) for op in QUALITY_ANCHORS)
     for q, _ in DEFAULT_ANCHORS:
         assert avif_quality(q, "new") == max(avif_quality(q, op) for op in QUALITY_ANCHORS)
+
+
+# ---- --format avif end to end: the spec's names and sizes, valid files --------------------
+
+
+def _process(tmp_path, *args):
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "imgtool", "process", str(tmp_path / "in"), "-o",
+                        str(tmp_path / "out"), "--backend", "cpu", "--json", *args],
+                       capture_output=True, text=True, timeout=300)
+    return r, [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("speed", ["10", None])
+def test_format_avif_writes_valid_avif_outputs_of_the_spec_sizes(tmp_path, speed):
+    from imgtool.ops import Settings, output_size
+
+    (tmp_path / "in").mkdir()
+    sizes = {"photo": (700, 500), "tall": (90, 301), "dot": (1, 1)}
+    for name, (w, h) in sizes.items():
+        Image.fromarray(imagegen.photo(w, h, seed=w)).save(tmp_path / "in" / f"{name}.png")
+    Image.fromarray(imagegen.rgba_shape(120, 80)).save(tmp_path / "in" / "shape.png")
+    sizes["shape"] = (120, 80)
+    args = ["--format", "avif", "--thumb-width", "256,640"] + (["--avif-speed", speed] if speed else [])
+    r, lines = _process(tmp_path, *args)
+    assert r.returncode == 0, r.stderr
+    settings = Settings()
+    for line in lines:
+        name, (w, h) = line["jobId"], sizes[line["jobId"]]
+        expected = {"thumbnail": output_size("thumbnail", w, h, settings),
+                    "blur": (w, h), "low-quality": output_size("low-quality", w, h, settings)}
+        if w >= 640:
+            expected["thumbnail-640"] = (640, round(h * 640 / w))
+        else:
+            assert "thumbnail-640" in line["skippedOutputs"]
+        assert sorted(line["outputs"]) == sorted(expected)
+        for key, size in expected.items():
+            path = line["outputs"][key]
+            assert path.endswith(f"{name}_{key}.avif")
+            with open(path, "rb") as f:
+                data = f.read()
+            assert data[4:12] == b"ftypavif"
+            with Image.open(io.BytesIO(data)) as im:
+                assert im.format == "AVIF" and im.size == size, (name, key)
+                assert im.mode == ("RGBA" if name == "shape" else "RGB")
+                assert not {"exif", "xmp", "icc_profile"} & set(im.info)
+                im.load()
+    assert not list((tmp_path / "out").glob("*.webp"))
+    # AVIF outputs, thumbnail-<W> ones too, are never taken as inputs again.
+    from imgtool.pipeline import count_inputs
+
+    assert count_inputs([tmp_path / "out"]) == 0
+
+
+def test_avif_quality_follows_the_options_and_the_mapping(tmp_path):
+    from imgtool.imageio import AVIF_CONTENT_TYPE, encode
+
+    im = Image.fromarray(imagegen.photo(200, 150, seed=2))
+    low, content_type = encode(im, "avif", 30, "low-quality", effort=4, lossless=False, speed=8)
+    high, _ = encode(im, "avif", 90, "low-quality", effort=4, lossless=False, speed=8)
+    assert content_type == AVIF_CONTENT_TYPE == "image/avif"
+    assert low == encode_avif(im, avif_quality(30, "low-quality"), 8) and len(low) < len(high)
+    with pytest.raises(ValueError):
+        encode(im, "avif", 80, "blur", effort=4, lossless=True, speed=8)

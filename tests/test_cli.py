@@ -118,6 +118,12 @@ def test_dry_run_writes_nothing(tmp_path):
     (["process", "{tmp}", "--effort", "9"], "--effort"),
     (["process", "{tmp}", "--blur-sigma", "51"], "--blur-sigma"),
     (["process", "{tmp}", "--thumb-width", "0"], "--thumb-width"),
+    (["process", "{tmp}", "--thumb-width", "256,640,256"], "256 is given twice"),
+    (["process", "{tmp}", "--thumb-width", "256,x"], "--thumb-width"),
+    (["process", "{tmp}", "--blur-sigma", "soft"], "--blur-sigma"),
+    (["process", "{tmp}", "--format", "gif"], "--format"),
+    (["process", "{tmp}", "--avif-speed", "11"], "--avif-speed"),
+    (["process", "{tmp}", "--format", "avif", "--lossless"], "cannot be lossless"),
     (["process", "{tmp}", "--backend", "tpu"], "--backend"),
     (["process", "{tmp}", "--no-such-option"], "No such option"),
     (["frobnicate"], "No such command"),
@@ -244,3 +250,24 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "img/s" not in r.stderr and "%|" not in r.stderr
     quiet = _run_on_a_terminal(["-q", "process", tmp_path, "--backend", "cpu", "--force"])
     assert "img/s]" not in quiet and "6 done" in quiet
+
+
+def test_widths_a_format_and_freshness(tmp_path):
+    """Several widths and AVIF: a width the image does not get never makes it stale; a new one does."""
+    photo(tmp_path / "a.png", 700, 350)
+    args = ("--backend", "cpu", "--effort", "0", "--thumb-width", "256,640,1024")
+    r = run("process", tmp_path, *args, "--json")
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout)
+    assert sorted(line["outputs"]) == ["blur", "low-quality", "thumbnail", "thumbnail-640"]
+    assert line["skippedOutputs"] == {"thumbnail-1024": "1024 is wider than the image (700 pixels)"}
+    with Image.open(tmp_path / "processed" / "a_thumbnail-640.webp") as im:
+        assert im.size == (640, 320)
+    r = run("process", tmp_path, *args)
+    assert "0 done, 1 skipped" in r.stderr, r.stderr  # thumbnail-1024 is not missing: it is not made
+    r = run("process", tmp_path, *args[:-1], "256,640,512", "--json")
+    assert "1 done, 0 skipped" in r.stderr and "thumbnail-512" in json.loads(r.stdout)["outputs"]
+    r = run("process", tmp_path, "--backend", "cpu", "--format", "avif", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(Path(p).name for p in json.loads(r.stdout)["outputs"].values()) == [
+        "a_blur.avif", "a_low-quality.avif", "a_thumbnail.avif"]

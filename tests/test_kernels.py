@@ -60,7 +60,8 @@ SIZES = [
     (3, TILE_V - 1), (4, TILE_V), (5, TILE_V + 1),
     (37, 41), (97, 5), (5, 97), (65, 63),
 ]
-SIGMAS = [None, 0.5, 1.3, 4.0]
+# None: the 3x3 kernel; below 1 the direct taps (blur.cu's gauss_h/gauss_v); from 1 the box cascade (boxblur.cu).
+SIGMAS = [None, 0.5, 0.8, 1.3, 4.0]
 
 
 def _id(size):
@@ -333,7 +334,7 @@ def test_apply_runs_only_the_requested_operations(kernel_backend, cpu):
 # (what to change in blur.cu, the operation, what the sanitizer must report)
 BLUR_FAULTS = {
     # gauss_h loads the rows of its tile past the last row unclamped (they are never stored)
-    "row-past-the-end": ("const int ly = min(y, height - 1);", "const int ly = y;", 1.3,
+    "row-past-the-end": ("const int ly = min(y, height - 1);", "const int ly = y;", 0.8,
                          r"kernel gauss_h \(grid \(1,10,1\), block \(32,4,1\); .*invalid read at byte offset 4551 "
                          r"of parameter #0 \(a 4551-byte buffer: 1 byte\(s\) past its last byte\)"),
     # box121 without the barrier before its row loop reloads the tile
@@ -405,7 +406,7 @@ def other_block_shapes():
 
 def _shape_runs(w: int, h: int, channels: int) -> list:
     """(what, the call on a backend, tolerance against the cpu backend) for one image size."""
-    runs = [(f"blur {sigma}", lambda b, img, s=sigma: b.blur(img, s), TOLERANCE) for sigma in (None, 1.3)]
+    runs = [(f"blur {sigma}", lambda b, img, s=sigma: b.blur(img, s), TOLERANCE) for sigma in (None, 0.8, 1.3)]
     runs += [(f"thumbnail -> {tw}x{th}", lambda b, img, t=(tw, th): b.thumbnail(img, *t), TOLERANCE)
              for tw, th in _thumb_targets(w, h)]
     runs.append(("halfsize", lambda b, img: b.halfsize(img), 0))
@@ -438,10 +439,11 @@ def test_the_host_kernels_here_run_under_the_sanitizer():
     before = sanitizer.stats["launches"].copy()
     backend = CudaBackend("host")
     try:
-        # 30 x 20 -> 4 x 3: a reduce by 2 x 2, then both Lanczos passes; both blurs; the placeholder.
+        # 30 x 20 -> 4 x 3: a reduce by 2 x 2, then both Lanczos passes; every blur; the placeholder.
         img = make_image(30, 20, 4, seed=2)
         backend.apply(img, Settings(thumb_width=4, blur_sigma=1.3))
         backend.blur(img, None)
+        backend.blur(img, 0.8)
     finally:
         backend.close()
     checked = sanitizer.stats["launches"] - before
@@ -453,7 +455,8 @@ def test_the_host_kernels_here_run_under_the_sanitizer():
 # ---- PTX ---------------------------------------------------------------------
 
 KERNEL_FILES = {"resample.cu": ["reduce_box", "resample_h", "resample_v"], "blur.cu": ["box121", "gauss_h", "gauss_v"],
-                "downscale.cu": ["halfsize"]}
+                "downscale.cu": ["halfsize"],
+                "boxblur.cu": [f"boxes_{axis}_{kind}" for axis in ("rows", "cols") for kind in ("first", "mid", "last")]}
 
 
 def _nvcc() -> str:

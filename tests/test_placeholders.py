@@ -182,3 +182,85 @@ def test_bad_inputs_are_refused(bad):
             fn(bad)
     with pytest.raises(ValueError):
         blurhash(np.zeros((4, 4, 3), np.uint8), (10, 3))
+
+
+# ---- in the outputs' reports: --json lines, from pixels the pipeline had ------------------
+
+
+def _process_json(tmp_path, images: dict, *args) -> dict:
+    """``imgtool process --json`` over ``images`` (name -> array, saved as PNG): jobId -> its line."""
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    for name, img in images.items():
+        Image.fromarray(img).save(folder / f"{name}.png")
+    r = subprocess.run([sys.executable, "-m", "imgtool", "process", str(folder), "-o", str(tmp_path / "out"),
+                        "--force", "--backend", "cpu", "--effort", "0", "--json", *args],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return {line["jobId"]: line for line in map(json.loads, r.stdout.splitlines())}
+
+
+# The images' own aspects: 4:3, 3:4, 16:9 within ThumbHash's 10%; 2:1 the format cannot
+# hold (its grid's nearest is 7:4), so the real width and height come beside the hashes.
+ASPECTS = {"landscape": (800, 600), "portrait": (600, 800), "wide": (1280, 720), "two-to-one": (1000, 500)}
+
+
+@pytest.mark.parametrize("ops", ["thumbnail,blur,low-quality", "blur,low-quality"])
+def test_json_lines_carry_placeholders_that_decode_to_the_image(tmp_path, ops):
+    images = {name: imagegen.photo(w, h, seed=w) for name, (w, h) in ASPECTS.items()}
+    lines = _process_json(tmp_path, images, "--ops", ops)
+    for name, (w, h) in ASPECTS.items():
+        line = lines[name]
+        assert (line["width"], line["height"]) == (w, h)
+        hashes = line["placeholders"]
+        assert set(hashes) == {"thumbhash", "blurhash"}
+        ratio = thumbhash_ref.thumb_hash_to_approximate_aspect_ratio(base64.b64decode(hashes["thumbhash"]))
+        if name == "two-to-one":
+            assert ratio == pytest.approx(7 / 4)
+        else:
+            assert abs(ratio / (w / h) - 1) <= 0.10, (name, ratio)
+        # Colours: the decoded hashes' block averages against the image's own.
+        want = blocks(images[name].astype(np.float64))
+        th = decode_thumbhash(hashes["thumbhash"])[..., :3].astype(np.float64)
+        bh = decode_blurhash(hashes["blurhash"], 40, round(40 * h / w))
+        for decoded in (th, bh):
+            assert np.abs(blocks(decoded) - want).mean() <= 12, name
+            assert np.abs(decoded.mean((0, 1)) - images[name].mean((0, 1))).max() <= 8, name
+
+
+def test_json_placeholders_carry_alpha(tmp_path):
+    img = np.zeros((300, 400, 4), np.uint8)
+    img[:, :200] = (20, 160, 40, 255)  # the left half opaque green, the right half transparent
+    line = _process_json(tmp_path, {"half": img}, "--ops", "thumbnail")["half"]
+    decoded = decode_thumbhash(line["placeholders"]["thumbhash"])
+    w = decoded.shape[1]
+    assert decoded[:, : w // 4, 3].mean() > 200 and decoded[:, -(w // 4):, 3].mean() < 55
+    assert np.abs(decoded[:, : w // 4, :3].reshape(-1, 3).mean(0) - (20, 160, 40)).max() <= 25
+
+
+def test_placeholders_come_from_the_thumbnail_without_a_decode_of_their_own(tmp_path, monkeypatch):
+    """One decode per image, whatever the widths; the hashes from the smallest thumbnail that is large enough."""
+    from imgtool import imageio, placeholders as module
+    from imgtool.ops import Settings
+    from imgtool.pipeline import Pipeline, Task
+
+    img = imagegen.photo(1200, 900, seed=5)
+    Image.fromarray(img).save(tmp_path / "p.png")
+    decodes, sources = [], []
+    real_decode, real_source = imageio.Opened.decode, module.placeholder_source
+    monkeypatch.setattr(imageio.Opened, "decode", lambda self: decodes.append(1) or real_decode(self))
+    monkeypatch.setattr(module, "placeholder_source", lambda im: sources.append(im.size) or real_source(im))
+    pipe = Pipeline(Settings(ops=("thumbnail", "blur"), thumb_width=(640, 16, 256)), backend="cpu", jobs=1)
+    try:
+        result = pipe.process(Task(tmp_path / "p.png", tmp_path / "out"))
+    finally:
+        pipe.close()
+    assert result.status == "done" and decodes == [1]
+    assert sources == [(256, 192)]  # not the 16-wide one (too small to hold the hashes' detail), not 640
+    assert result.placeholders == placeholders(placeholder_source(Image.fromarray(img).resize(
+        (256, 192), Image.Resampling.LANCZOS, reducing_gap=3.0)))
+    assert imageio.probe(tmp_path / "out" / "p_thumbnail-16.webp", 1 << 30).width == 16

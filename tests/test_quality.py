@@ -106,3 +106,60 @@ def test_corpus_present():
 @pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
 def test_photo(backends, path, record_property):
     assert_quality(backends, decoded(path), path.name, record_property)
+
+
+# ---- several widths (--thumb-width 256,640,1280): each from the full image, each meets the bar ----
+
+WIDTHS = (256, 640, 1280)
+
+
+def assert_widths_quality(backends, img: np.ndarray, what: str) -> None:
+    settings = Settings(ops=(THUMBNAIL,), thumb_width=WIDTHS)
+    h, w = img.shape[:2]
+    low = {}
+    for name, b in backends.items():
+        got = b.apply(img, settings)
+        assert list(got) == ["thumbnail", "thumbnail-640", "thumbnail-1280"][:len(got)]
+        for key, width in zip(got, WIDTHS):
+            size = (width, max(1, round(h * width / w))) if w > width else (w, h)
+            assert got[key].shape[1::-1] == size, f"{what} {key} on {name}"
+            score = psnr(got[key], reference(img, size))
+            if score < PSNR_BAR:
+                low[f"{name} {key}"] = f"{score:.1f} dB"
+    assert not low, f"{what}: below {PSNR_BAR} dB: {low}"
+
+
+def test_every_width_meets_the_bar_on_a_zone_plate_and_a_camera_photo(backends):
+    assert_widths_quality(backends, zone_plate(), "2048x2048 zone plate")
+    assert_widths_quality(backends, imagegen.camera_photo(1600, 1200, seed=3), "1600x1200 camera-like photo")
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
+def test_every_width_meets_the_bar_on_photos(backends, path):
+    assert_widths_quality(backends, decoded(path), path.name)
+
+
+def test_every_width_written_with_lossless_meets_the_bar(tmp_path):
+    """End to end: ``process --thumb-width 256,640,1280,4096 --lossless``; 4096 is over the image's width."""
+    import json
+    import subprocess
+    import sys
+
+    img = zone_plate()
+    Image.fromarray(img).save(tmp_path / "zone.png")
+    r = subprocess.run([sys.executable, "-m", "imgtool", "process", str(tmp_path / "zone.png"), "-o",
+                        str(tmp_path / "out"), "--backend", "cpu", "--ops", "thumbnail", "--thumb-width",
+                        "256,640,1280,4096", "--lossless", "--effort", "0", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout)
+    assert sorted(line["outputs"]) == ["thumbnail", "thumbnail-1280", "thumbnail-640"]
+    assert list(line["skippedOutputs"]) == ["thumbnail-4096"] and "2048" in line["skippedOutputs"]["thumbnail-4096"]
+    assert not (tmp_path / "out" / "zone_thumbnail-4096.webp").exists()
+    for key, width in (("thumbnail", 256), ("thumbnail-640", 640), ("thumbnail-1280", 1280)):
+        name = "zone_thumbnail.webp" if key == "thumbnail" else f"zone_{key}.webp"
+        assert line["outputs"][key] == str(tmp_path / "out" / name)
+        with Image.open(line["outputs"][key]) as im:
+            got = np.asarray(im.convert("RGB"))
+        assert got.shape[:2] == (width, width)
+        assert psnr(got, reference(img, (width, width))) >= PSNR_BAR, key

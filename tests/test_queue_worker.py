@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -381,6 +382,69 @@ def test_invalid_jobs_land_in_failed_and_nothing_is_written_outside(redis_server
     webps = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.webp"))
     assert webps == sorted(f"uploads/u1/processed/good_{op}.webp" for op in OPS)
     assert_outputs_valid(entries(r, K.done)[0], (64, 48))
+
+
+def test_web_output_options_are_validated_and_applied(redis_server, workers, tmp_path):
+    """The blur's sigma, the thumbnail's widths, the format and the AVIF speed as job options: a bad
+    value goes to image:failed with the reason; good ones give their outputs, the skipped widths and
+    the placeholders in image:done."""
+    from imgtool.backends.cpu import CpuBackend
+    from imgtool.ops import Settings
+
+    r = redis_server.client()
+    root = tmp_path / "uploads"
+    src = make_image(root / "u1" / "pic.png", 100, 80)
+    out = root / "u1" / "processed"
+    bad = {
+        "sigma a word": ({"blur": {"sigma": "soft"}}, "options.blur.sigma must be 'auto', '3x3' or a number"),
+        "sigma 0": ({"blur": {"sigma": 0}}, "options.blur.sigma must be > 0 and <= 50"),
+        "sigma 51": ({"blur": {"sigma": 51}}, "options.blur.sigma must be > 0 and <= 50"),
+        "sigma as text": ({"blur": {"sigma": "12"}}, "options.blur.sigma must be"),
+        "width twice": ({"thumbnail": {"width": [256, 640, 256]}}, "options.thumbnail.width 256 is given twice"),
+        "no widths": ({"thumbnail": {"width": []}}, "options.thumbnail.width is an empty list"),
+        "width 0 in a list": ({"thumbnail": {"width": [64, 0]}}, "options.thumbnail.width must be between 1"),
+        "nine widths": ({"thumbnail": {"width": list(range(10, 100, 10))}}, "over the limit of 8"),
+        "width text": ({"thumbnail": {"width": ["64"]}}, "options.thumbnail.width must be an integer"),
+        "format gif": ({"format": "gif"}, "options.format must be one of webp, avif"),
+        "avif speed 11": ({"format": "avif", "avif_speed": 11}, "options.avif_speed must be between 0 and 10"),
+        "avif speed text": ({"avif_speed": "fast"}, "options.avif_speed must be an integer"),
+        "avif on a lossless worker": ({"format": "avif"}, "cannot be lossless"),
+    }
+    push(r, *[job(f"bad-{i}", src, out, options=options) for i, (options, _) in enumerate(bad.values())])
+    push(r, job("sharp", src, out, ["thumbnail", "blur"],
+                options={"thumbnail": {"width": [64, 32, 128]}, "blur": {"sigma": "3x3"}}))
+    lossless = workers.start(redis_server, "-w", "1", "--allow-root", str(root), "--lossless")
+    workers.wait_for(lambda: r.llen(K.failed) == len(bad) and r.llen(K.done) == 1, 30, "the lossless worker's jobs")
+    lossless.signal(signal.SIGTERM)
+    assert lossless.wait(15) == 0
+    for entry, (name, (_options, reason)) in zip(entries(r, K.failed), bad.items()):
+        assert entry["status"] == "failed" and entry["error"]["type"] == "invalid_job", name
+        assert reason in entry["error"]["message"], (name, entry["error"])
+    assert sorted(p.name for p in out.iterdir()) == ["sharp_blur.webp", "sharp_thumbnail-32.webp",
+                                                     "sharp_thumbnail.webp"]
+    done = entries(r, K.done)[0]
+    assert done["outputs"] == {"thumbnail": f"{out}/sharp_thumbnail.webp",
+                               "thumbnail-32": f"{out}/sharp_thumbnail-32.webp", "blur": f"{out}/sharp_blur.webp"}
+    assert list(done["skippedOutputs"]) == ["thumbnail-128"] and (done["width"], done["height"]) == (100, 80)
+    assert set(done["placeholders"]) == {"thumbhash", "blurhash"}
+    pixels = np.asarray(Image.open(src).convert("RGB"))
+    made = CpuBackend().apply(pixels, Settings(ops=("thumbnail", "blur"), thumb_width=(64, 32), blur_sigma="3x3"))
+    for key, path in done["outputs"].items():
+        with Image.open(path) as im:  # lossless: exactly the computed pixels
+            assert np.array_equal(np.asarray(im.convert("RGB")), made[key]), key
+
+    push(r, job("small", src, out, ["thumbnail", "low-quality"],
+                options={"format": "avif", "avif_speed": 9, "thumbnail": {"width": [48, 96]}}))
+    workers.start(redis_server, "-w", "1", "--allow-root", str(root))
+    workers.wait_for(lambda: r.llen(K.done) == 2, 30, "the AVIF job")
+    small = entries(r, K.done)[1]
+    assert small["status"] == "done" and "skippedOutputs" not in small
+    sizes = {"thumbnail": (48, 38), "thumbnail-96": (96, 77), "low-quality": (50, 40)}
+    assert sorted(small["outputs"]) == sorted(sizes)
+    for key, size in sizes.items():
+        assert small["outputs"][key] == f"{out}/small_{key}.avif"
+        with Image.open(small["outputs"][key]) as im:
+            assert im.format == "AVIF" and im.size == size
 
 
 def test_missing_input_is_retried_until_it_appears(redis_server, workers, tmp_path):

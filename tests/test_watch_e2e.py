@@ -159,6 +159,10 @@ def test_a_copied_file_is_processed_within_2_s(start, uploads, tmp_path):
     assert wait_until(lambda: len(w.records) >= 1)
     assert [r["status"] for r in w.records] == ["done"]
     assert set(w.records[0]["outputs"]) == set(OPERATIONS)
+    # Its line carries the image's size and placeholders (tests/test_placeholders.py decodes them).
+    with Image.open(src) as im:
+        assert (w.records[0]["width"], w.records[0]["height"]) == im.size
+    assert set(w.records[0]["placeholders"]) == {"thumbhash", "blurhash"}
 
 
 def test_a_file_written_in_chunks_over_3_s_is_processed_once_after_its_last_write(start, uploads):

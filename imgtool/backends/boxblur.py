@@ -34,13 +34,15 @@ import math
 
 import numpy as np
 
+from ..ops.blur import MAX_BLUR_SIGMA, auto_sigma  # noqa: F401 - auto_sigma: read here by the bench and tests
+
 BOX_PASSES = 3
 WEIGHT_BITS = 16  # the weights of a pass sum to 2**16
 FRAC_BITS = 6  # fractional bits of the values between passes
 # Below this sigma the direct taps (filters.gaussian_weights, radius ceil(3 sigma)
 # <= 3) cost no more than the passes and are a true Gaussian; from it on, the boxes.
 MIN_BOX_SIGMA = 1.0
-MAX_BOX_SIGMA = 50.0
+MAX_BOX_SIGMA = MAX_BLUR_SIGMA
 
 
 def uses_boxes(sigma: float | None) -> bool:
@@ -122,11 +124,6 @@ def kernel_1d(params: np.ndarray) -> np.ndarray:
         box[0] = box[-1] = float(a)
         k = np.convolve(k, box / (1 << WEIGHT_BITS))
     return k
-
-
-def auto_sigma(width: int, height: int) -> float:
-    """``--blur-sigma auto``: 1.5% of the shorter side, at least 1 (45.36 on 4032 x 3024), at most 50."""
-    return min(MAX_BOX_SIGMA, max(1.0, 0.015 * min(width, height)))
 
 
 # ---- the numpy path (the cpu backend without its C extension) ----------------

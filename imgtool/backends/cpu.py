@@ -3,9 +3,10 @@
 The pipeline hands it the decoded PIL image (``apply_image``).  The thumbnail
 is Pillow's own Lanczos resampler behind its integer reduce
 (``reducing_gap=THUMBNAIL_REDUCING_GAP``; the kernels reproduce its arithmetic
-exactly); the blur runs in the optional C extension ``_cpufast`` when it was
-built, on the image's bytes, and otherwise through Pillow and numpy with the
-same results; the placeholder is a nearest-neighbour resize.  numpy is
+exactly); the blur (the old 3x3 kernel, direct Gaussian taps below sigma 1, the box
+cascade of boxblur.py from sigma 1 on) runs in the optional C extension
+``_cpufast`` when it was built, on the image's bytes, and otherwise through
+Pillow and numpy with the same results; the placeholder is a nearest-neighbour resize.  numpy is
 imported only off the hot path (it costs more start-up than some images
 take).  Each operation's implementation is registered with the registry
 (``ops.implement("cpu", ...)``) and gets the decoded image as a CpuFrame;
@@ -22,11 +23,12 @@ from PIL import Image, ImageFilter
 from .. import ops
 from ..imageio import pillow
 from ..ops import Settings
-from ..ops.blur import BLUR, SIGMA
+from ..ops.blur import BLUR
 from ..ops.low_quality import LOW_QUALITY, half_size
 from ..ops.thumbnail import THUMBNAIL, THUMBNAIL_REDUCING_GAP, reduce_factors
 from ..pixels import Pixels, Scratch, image_bytes
 from . import Backend
+from .boxblur import uses_boxes
 
 CPU = "cpu"
 
@@ -156,7 +158,7 @@ def halfsize_raw(raw, width: int, height: int, channels: int, scratch: Scratch |
 
 
 def blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
-    """The blur of an RGB/RGBA image: raw pixels from the C path, else an image."""
+    """The 3x3 kernel (``sigma`` None) or direct Gaussian taps of an RGB/RGBA image: raw pixels from the C path, else an image."""
     if fast and _cpufast is not None:
         return blur_raw(c_source(im), im.width, im.height, len(im.mode), sigma)
     import numpy as np
@@ -220,17 +222,28 @@ class CpuFrame:
 
 @ops.implement(CPU, THUMBNAIL)
 def _thumbnail(frame: CpuFrame, settings: Settings):
+    # One thumbnail per width (outputs() leaves out the widths it skips), each
+    # resampled from the full image, as Pillow's resize of the source is the
+    # quality bar every width must meet.
     w, h = frame.width, frame.height
-    tw, th = ops.get(THUMBNAIL).output_size(w, h, settings)
-    return frame.image if (tw, th) == (w, h) else thumbnail_image(frame.image, tw, th)
+    made, _skipped = ops.get(THUMBNAIL).outputs(settings, w, h)
+    return {key: frame.image if (tw, th) == (w, h) else thumbnail_image(frame.image, tw, th)
+            for key, (tw, th) in made.items()}
 
 
 @ops.implement(CPU, BLUR)
 def _blur(frame: CpuFrame, settings: Settings):
-    sigma = SIGMA.of(settings)
+    sigma = ops.get(BLUR).sigma(settings, frame.width, frame.height)
     if _cpufast is None:
-        return blur_image(frame.image, sigma, fast=False)
+        return any_blur_image(frame.image, sigma, fast=False)
+    if uses_boxes(sigma):
+        return boxes_raw(frame.raw(), frame.width, frame.height, frame.channels, sigma, frame.scratch)
     return blur_raw(frame.raw(), frame.width, frame.height, frame.channels, sigma, frame.scratch)
+
+
+def any_blur_image(im: Image.Image, sigma: float | None, fast: bool = True) -> Image.Image | Pixels:
+    """What the blur operation runs for ``sigma``: the box cascade from ``MIN_BOX_SIGMA`` on, else ``blur_image``."""
+    return boxes_image(im, sigma, fast) if uses_boxes(sigma) else blur_image(im, sigma, fast)
 
 
 @ops.implement(CPU, LOW_QUALITY)
@@ -248,8 +261,12 @@ class CpuBackend(Backend):
     def apply_image(self, im: Image.Image, settings: Settings,
                     scratch: Scratch | None = None) -> dict[str, Image.Image | Pixels]:
         frame = CpuFrame(im, scratch)
-        implementation = self.implementation
-        return {op: implementation(op)(frame, settings) for op in settings.ops}
+        out: dict = {}
+        for op in settings.ops:
+            made = self.implementation(op)(frame, settings)
+            # An operation with several outputs (the thumbnail's widths) gives them by key.
+            out.update(made if isinstance(made, dict) else {op: made})
+        return out
 
     def apply(self, img: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
         return {op: as_array(out) for op, out in self.apply_image(to_image(img), settings).items()}
@@ -260,7 +277,8 @@ class CpuBackend(Backend):
         return as_array(thumbnail_image(to_image(img), width, height))
 
     def blur(self, img: np.ndarray, sigma: float | None) -> np.ndarray:
-        return blur_array(img, sigma)
+        """The blur operation's pixels for ``sigma`` (None: the 3x3 kernel; the box cascade from sigma 1)."""
+        return as_array(any_blur_image(to_image(img), sigma))
 
     def halfsize(self, img: np.ndarray) -> np.ndarray:
         return as_array(halfsize_image(to_image(img)))

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .boxblur import box_cascade, extent, pass_shifts
-from .cuda import MAX_GRID_Y, kernel_source
+from .cuda.plan import MAX_GRID_Y, kernel_source
 
 KERNEL = "boxblur.cu"
 BLOCK = (32, 8)  # rows: 32 segments x 8 rows; columns: 32 adjacent columns x 8 segments

@@ -1,8 +1,8 @@
 """The processing options of process, watch and queue, made from the operation registry, and Settings from them.
 
 ``processing_options`` adds one option per setting (``--ops``, each
-operation's parameters and quality, ``--effort``, ``--lossless``,
-``--max-pixels``) plus ``--backend``, each validated by click while parsing,
+operation's parameters and quality, ``--format``, ``--avif-speed``,
+``--effort``, ``--lossless``, ``--max-pixels``) plus ``--backend``, each validated by click while parsing,
 and hands the command a ``settings`` (a Settings) and a ``backend`` (a name)
 instead of the separate values.  An operation added to the registry gets its
 options here without an edit.
@@ -18,11 +18,16 @@ from .. import ops
 from ..backends import BACKENDS
 from ..errors import InvalidJob
 from ..ops import (
+    DEFAULT_AVIF_SPEED,
     DEFAULT_EFFORT,
+    DEFAULT_FORMAT,
     DEFAULT_MAX_PIXELS,
+    FORMATS,
+    MAX_AVIF_SPEED,
     MAX_EFFORT,
     MAX_MAX_PIXELS,
     MAX_QUALITY,
+    MIN_AVIF_SPEED,
     MIN_EFFORT,
     MIN_MAX_PIXELS,
     MIN_QUALITY,
@@ -85,6 +90,12 @@ def processing_options(f):
                           default=op.default_quality, show_default=True, help=op.quality_help)
              for op in rated]
     opts += [
+        click.option("--format", "output_format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT,
+                     show_default=True, help="Output format: <jobId>_<operation>.webp or .avif (lossy only; "
+                     "the same quality numbers, mapped to AVIF's at equal SSIM)."),
+        click.option("--avif-speed", type=click.IntRange(MIN_AVIF_SPEED, MAX_AVIF_SPEED),
+                     default=DEFAULT_AVIF_SPEED, show_default=True,
+                     help="AVIF encoder speed (libavif): 0 slowest and smallest, 10 fastest."),
         click.option("--effort", type=click.IntRange(MIN_EFFORT, MAX_EFFORT), default=DEFAULT_EFFORT,
                      show_default=True, help="WebP encoder effort (libwebp method): 0 fastest, 6 smallest."),
         click.option("--lossless", is_flag=True, help="Write lossless WebP (outputs hold the exact computed pixels)."),
@@ -101,13 +112,15 @@ def processing_options(f):
                 effort=values.pop("effort"),
                 lossless=values.pop("lossless"),
                 max_pixels=values.pop("max_pixels"),
+                format=values.pop("output_format"),
+                avif_speed=values.pop("avif_speed"),
                 **{p.setting: values.pop(p.setting) for p in params},
             )
         except InvalidJob as exc:
             raise click.UsageError(exc.message) from exc
 
     names = ("ops", *(p.setting for p in params), *(_quality_name(op) for op in rated),
-             "effort", "lossless", "max_pixels")
+             "output_format", "avif_speed", "effort", "lossless", "max_pixels")
 
     @functools.wraps(f)
     def with_settings(*args, **kwargs):

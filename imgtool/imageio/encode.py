@@ -1,4 +1,4 @@
-"""Encoding computed pixels into output files: WebP, with no metadata (AVIF joins here later)."""
+"""Encoding computed pixels into output files: WebP or AVIF, with no metadata."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from ..errors import ImageTooLarge
+from ..errors import ImageTooLarge, PermanentError
 from ..pixels import Pixels
 from . import libwebp
 
@@ -19,6 +19,37 @@ WEBP_MAX_SIDE = 16383
 #: What a WebP output is, for stores that record it (an object's Content-Type).
 WEBP_CONTENT_TYPE = "image/webp"
 WEBP_SUFFIX = ".webp"
+#: The largest side libavif reads back (its decoders' default dimension limit); a larger file would be
+#: written but could not be opened.
+AVIF_MAX_SIDE = 32768
+AVIF_CONTENT_TYPE = "image/avif"
+AVIF_SUFFIX = ".avif"
+CONTENT_TYPES = {"webp": WEBP_CONTENT_TYPE, "avif": AVIF_CONTENT_TYPE}
+
+
+def encode(img: Image.Image | Pixels, fmt: str, quality: int, operation: str, *, effort: int,
+           lossless: bool, speed: int) -> tuple[bytes, str]:
+    """``img`` as an output file of format ``fmt`` ("webp" or "avif"), and its content type.
+
+    ``quality`` is on WebP's scale (what the options say); AVIF takes the
+    quality ``avif_quality`` maps it to for ``operation``'s output, at libavif
+    ``speed``.  ``effort`` and ``lossless`` are WebP's.
+    """
+    if fmt == "webp":
+        return encode_webp(img, quality, effort, lossless), WEBP_CONTENT_TYPE
+    if fmt != "avif":
+        raise ValueError(f"unknown output format {fmt!r}")
+    if lossless:
+        raise ValueError("AVIF outputs are lossy: lossless output is WebP only")
+    from .. import avif  # its import looks Pillow's codec up: only where AVIF is asked for
+
+    w, h = (img.width, img.height) if isinstance(img, Pixels) else img.size
+    if w > AVIF_MAX_SIDE or h > AVIF_MAX_SIDE:
+        raise ImageTooLarge(f"{w}x{h} is over AVIF's limit of {AVIF_MAX_SIDE} pixels a side")
+    try:
+        return avif.encode_avif(img, avif.avif_quality(quality, operation), speed), AVIF_CONTENT_TYPE
+    except RuntimeError as exc:  # libavif refused, or this Pillow has no AVIF encoder
+        raise PermanentError(f"cannot encode AVIF ({exc})") from None
 
 
 def encode_webp(

@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 
 from .base import (
+    FORMATS,
     MAX_QUALITY,
     MIN_QUALITY,
     OUTPUT_SUFFIX,
+    OUTPUT_SUFFIXES,
     IntParam,
     Operation,
     Param,
@@ -30,10 +32,14 @@ from .base import (
     unregister,
 )
 from .settings import (
+    DEFAULT_AVIF_SPEED,
     DEFAULT_EFFORT,
+    DEFAULT_FORMAT,
     DEFAULT_MAX_PIXELS,
+    MAX_AVIF_SPEED,
     MAX_EFFORT,
     MAX_MAX_PIXELS,
+    MIN_AVIF_SPEED,
     MIN_EFFORT,
     MIN_MAX_PIXELS,
     Settings,
@@ -43,13 +49,14 @@ from .settings import (
 from .thumbnail import (  # noqa: I001
     DEFAULT_THUMB_WIDTH,
     MAX_THUMB_WIDTH,
+    MAX_THUMB_WIDTHS,
     MIN_THUMB_WIDTH,
     THUMBNAIL,
     THUMBNAIL_REDUCING_GAP,
     reduce_factors,
     reduced_size,
 )
-from .blur import BLUR, BOX121, MAX_BLUR_SIGMA, blur_radius
+from .blur import AUTO, BLUR, BOX121, MAX_BLUR_SIGMA, OLD_3X3, auto_sigma, blur_radius
 from .low_quality import LOW_QUALITY, half_size
 
 
@@ -76,17 +83,29 @@ def job_id_for(path: str | os.PathLike) -> str:
 
 
 def output_name(job_id: str, op: str, settings: Settings | None = None) -> str:
-    """The file name of ``op``'s output for ``job_id``."""
+    """The file name of ``op``'s (first) output for ``job_id``."""
     return get(op).output_name(job_id, settings)
 
 
+def output_names(job_id: str, settings: Settings) -> dict[str, str]:
+    """The file name of every output ``settings`` may make for ``job_id``, by output key, in order."""
+    return {key: op.output_name(job_id, settings, key)
+            for op in map(get, settings.ops) for key in op.output_keys(settings)}
+
+
 def is_output_name(name: str) -> bool:
-    """True for names imgtool itself writes (``<jobId>_<operation>.webp``)."""
-    return name.endswith(OUTPUT_SUFFIX) and any(name.endswith(f"_{op}{OUTPUT_SUFFIX}") for op in names())
+    """True for names imgtool itself writes: ``<jobId>_<operation>[-<W>].<webp|avif>``."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or f".{suffix}" not in OUTPUT_SUFFIXES.values():
+        return False
+    job_id, underscore, key = stem.rpartition("_")
+    return bool(underscore) and any(op.is_output_key(key) for op in operations())
 
 
 __all__ = [
-    "BLUR", "BOX121", "DEFAULT_EFFORT", "DEFAULT_MAX_PIXELS", "DEFAULT_THUMB_WIDTH", "LOW_QUALITY",
+    "AUTO", "BLUR", "BOX121", "DEFAULT_AVIF_SPEED", "DEFAULT_EFFORT", "DEFAULT_FORMAT", "FORMATS",
+    "MAX_AVIF_SPEED", "MAX_THUMB_WIDTHS", "MIN_AVIF_SPEED", "OLD_3X3", "OUTPUT_SUFFIXES", "auto_sigma",
+    "output_names", "DEFAULT_MAX_PIXELS", "DEFAULT_THUMB_WIDTH", "LOW_QUALITY",
     "MAX_BLUR_SIGMA", "MAX_EFFORT", "MAX_MAX_PIXELS", "MAX_QUALITY", "MAX_THUMB_WIDTH", "MIN_EFFORT",
     "MIN_MAX_PIXELS", "MIN_QUALITY", "MIN_THUMB_WIDTH", "OUTPUT_SUFFIX", "THUMBNAIL",
     "THUMBNAIL_REDUCING_GAP", "IntParam", "Operation", "Param", "PositiveFloatParam", "Settings",

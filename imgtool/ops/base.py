@@ -21,8 +21,13 @@ from ..errors import InvalidJob
 if TYPE_CHECKING:
     from .settings import Settings
 
-#: Every output's file suffix (the encoder writes WebP).
-OUTPUT_SUFFIX = ".webp"
+#: The output formats (``--format``), the first the default, and each one's file suffix.
+FORMATS = ("webp", "avif")
+OUTPUT_SUFFIXES = {"webp": ".webp", "avif": ".avif"}
+#: The default format's suffix.
+OUTPUT_SUFFIX = OUTPUT_SUFFIXES[FORMATS[0]]
+#: Names of the ``options`` object's entries beside the operations': no operation may take them.
+RESERVED_NAMES = ("format", "avif_speed")
 MIN_QUALITY = 0
 MAX_QUALITY = 100
 
@@ -141,24 +146,50 @@ class Operation:
     quality_help: str = ""
     #: Its parameters (their values live in Settings).
     params: tuple[Param, ...] = ()
+    #: Whether its outputs are antialiased reductions of the whole image, aspect kept, which the
+    #: image's placeholders (ThumbHash, BlurHash) may be computed from instead of the decoded image.
+    placeholder_source: bool = False
 
     def output_size(self, width: int, height: int, settings: "Settings") -> tuple[int, int]:
         """The (width, height) of the output for a width x height input."""
         raise NotImplementedError
 
-    def output_name(self, job_id: str, settings: "Settings") -> str:
-        """The output's file name: ``<jobId>_<operation>.webp``."""
-        return f"{job_id}_{self.name}{OUTPUT_SUFFIX}"
+    def output_keys(self, settings: "Settings") -> tuple[str, ...]:
+        """The names of every output it may make with ``settings`` (``--json``'s and ``image:done``'s keys).
+
+        One, its name, unless it makes several (the thumbnail's widths:
+        ``thumbnail``, ``thumbnail-640``, ...).  Known before any image is read.
+        """
+        return (self.name,)
+
+    def outputs(self, settings: "Settings", width: int, height: int
+                ) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+        """For a width x height input: the size of each output it makes, by key, and the keys it skips, with why."""
+        return {self.name: self.output_size(width, height, settings)}, {}
+
+    def is_output_key(self, key: str) -> bool:
+        """Whether ``key`` (an output name less ``<jobId>_`` and the suffix) is one of this operation's."""
+        return key == self.name
+
+    def output_name(self, job_id: str, settings: "Settings | None" = None, key: str | None = None) -> str:
+        """The file name of its output ``key`` (default: the first): ``<jobId>_<key>.<webp|avif>``."""
+        fmt = FORMATS[0] if settings is None else settings.format
+        return f"{job_id}_{key or self.name}{OUTPUT_SUFFIXES[fmt]}"
 
     def job_options(self) -> dict[str, Param]:
         """What a queue job may set in ``options.<name>``: its quality and its parameters."""
         return {QUALITY.key: QUALITY, **{p.key: p for p in self.params}}
 
-    def fingerprint(self, settings: "Settings") -> str:
-        """A short string that changes whenever a setting that decides this output changes."""
+    def fingerprint(self, settings: "Settings", key: str | None = None) -> str:
+        """A short string that changes whenever a setting that decides the output ``key`` changes."""
+        return self._fingerprint(settings, [f"{p.key}={p.of(settings)!r}" for p in self.params])
+
+    def _fingerprint(self, settings: "Settings", params: list[str]) -> str:
         parts = [f"q={settings.quality[self.name]}", f"effort={settings.effort}",
-                 f"lossless={int(settings.lossless)}"]
-        parts += [f"{p.key}={p.of(settings)!r}" for p in self.params]
+                 f"lossless={int(settings.lossless)}", *params]
+        if settings.format != FORMATS[0]:
+            # WebP outputs keep the fingerprints they had before there was a choice.
+            parts += [f"format={settings.format}", f"speed={settings.avif_speed}"]
         return ";".join(parts)
 
     def __repr__(self) -> str:
@@ -174,7 +205,8 @@ _implementations: dict[tuple[str, str], Any] = {}  # (backend name, operation na
 
 def register(op: Operation) -> Operation:
     """Add ``op`` to the operations every command offers (once; its name must be new)."""
-    if not op.name or "_" in op.name or "/" in op.name or op.name != op.name.strip():
+    if (not op.name or "_" in op.name or "/" in op.name or op.name != op.name.strip()
+            or op.name in RESERVED_NAMES):
         # "_" separates the jobId from the operation in output names.
         raise ValueError(f"invalid operation name {op.name!r}")
     with _lock:

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from ..errors import InvalidJob
 from . import base
-from .base import MAX_QUALITY, MIN_QUALITY, QUALITY, check_int
+from .base import FORMATS, MAX_QUALITY, MIN_QUALITY, QUALITY, check_int
 
 DEFAULT_EFFORT = 4
 MIN_EFFORT = 0
@@ -15,15 +15,24 @@ MAX_EFFORT = 6  # libwebp's slowest, smallest method
 DEFAULT_MAX_PIXELS = 120_000_000
 MIN_MAX_PIXELS = 1
 MAX_MAX_PIXELS = 2**40
+DEFAULT_FORMAT = FORMATS[0]
+# libavif's speed: 0 slowest and smallest, 10 fastest.  The default is chosen
+# from the speed/size table in bench/RESULTS.md (python -m bench.avif_speed).
+DEFAULT_AVIF_SPEED = 8
+MIN_AVIF_SPEED = 0
+MAX_AVIF_SPEED = 10
 
-_FIELDS = ("ops", "quality", "effort", "lossless", "max_pixels")
+_FIELDS = ("ops", "quality", "effort", "lossless", "max_pixels", "format", "avif_speed")
+# The entries of a queue job's ``options`` that are not an operation's: the Settings field each sets.
+JOB_FIELDS = {"format": "format", "avif_speed": "avif_speed"}
 
 
 class Settings:
     """Everything that decides what an image's outputs look like; immutable.
 
     ``ops`` (in order), ``quality`` (per operation), ``effort``, ``lossless``,
-    ``max_pixels``, and each registered operation's parameters by their
+    ``max_pixels``, ``format`` (webp or avif) and ``avif_speed``, and each
+    registered operation's parameters by their
     ``Param.setting`` (``Settings(thumb_width=320).thumb_width``).  Left out,
     each takes the default its owner declares (the operation, or the
     constants above).  Made directly, every field is validated (InvalidJob);
@@ -31,10 +40,11 @@ class Settings:
     the job sets.
     """
 
-    __slots__ = ("ops", "quality", "effort", "lossless", "max_pixels", "_values")
+    __slots__ = ("ops", "quality", "effort", "lossless", "max_pixels", "format", "avif_speed", "_values")
 
     def __init__(self, ops=None, quality: Mapping[str, int] | None = None, effort: int = DEFAULT_EFFORT,
-                 lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, **params):
+                 lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+                 format: str = DEFAULT_FORMAT, avif_speed: int = DEFAULT_AVIF_SPEED, **params):
         known = base.params_by_setting()
         for name in params:
             if name not in known:
@@ -48,10 +58,13 @@ class Settings:
             "effort": effort,
             "lossless": lossless,
             "max_pixels": max_pixels,
+            "format": format,
+            "avif_speed": avif_speed,
         }
         values = {name: params.get(name, p.default) for name, p in known.items()}
         for name, value in fields.items():
             fields[name] = _check_field(name, value)
+        _check_together(fields)
         for name, value in values.items():
             values[name] = known[name].check_setting(value)
         self._set(fields, values)
@@ -94,6 +107,7 @@ class Settings:
                 values[name] = params[name].check_setting(value)
             else:
                 raise TypeError(f"Settings have no field {name!r}")
+        _check_together({**{n: getattr(self, n) for n in _FIELDS}, **fields})
         return self._copy(fields, values)
 
     def with_job_options(self, options: Mapping | None) -> "Settings":
@@ -103,8 +117,12 @@ class Settings:
         if not isinstance(options, Mapping):
             raise InvalidJob("options must be an object")
         values: dict = {}
+        fields: dict = {}
         quality = dict(self.quality)
         for name, params in options.items():
+            if name in JOB_FIELDS:
+                fields[JOB_FIELDS[name]] = _check_field(JOB_FIELDS[name], params, f"options.{name}")
+                continue
             op = base.find(name)
             if op is None:
                 raise InvalidJob(f"options: unknown operation {name!r}")
@@ -120,11 +138,13 @@ class Settings:
                     quality[name] = checked
                 else:
                     values[param.setting] = checked
-        return self._copy({"quality": quality}, values)
+        fields["quality"] = quality
+        _check_together({**{n: getattr(self, n) for n in _FIELDS}, **fields}, "options.format")
+        return self._copy(fields, values)
 
     def _key(self) -> tuple:
         return (self.ops, tuple(sorted(self.quality.items())), self.effort, self.lossless, self.max_pixels,
-                tuple(sorted(self._values.items())))
+                self.format, self.avif_speed, tuple(sorted(self._values.items())))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Settings) and self._key() == other._key()
@@ -135,19 +155,33 @@ class Settings:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
         return (f"Settings(ops={self.ops!r}, quality={dict(self.quality)!r}, effort={self.effort!r}, "
-                f"lossless={self.lossless!r}, max_pixels={self.max_pixels!r}, {params})")
+                f"lossless={self.lossless!r}, max_pixels={self.max_pixels!r}, format={self.format!r}, "
+                f"avif_speed={self.avif_speed!r}, {params})")
 
     def __reduce__(self):
         return (_rebuild, (self.ops, dict(self.quality), self.effort, self.lossless, self.max_pixels,
-                           dict(self._values)))
+                           self.format, self.avif_speed, dict(self._values)))
 
 
-def _rebuild(ops, quality, effort, lossless, max_pixels, values) -> Settings:
-    return Settings(ops, quality, effort, lossless, max_pixels, **values)
+def _rebuild(ops, quality, effort, lossless, max_pixels, format, avif_speed, values) -> Settings:
+    return Settings(ops, quality, effort, lossless, max_pixels, format=format, avif_speed=avif_speed, **values)
 
 
-def _check_field(name: str, value):
-    """``value`` for the field ``name``, validated (InvalidJob)."""
+def _check_together(fields: dict, name: str = "format") -> None:
+    """What no single field can say wrong: lossless output is WebP's only."""
+    if fields["lossless"] and fields["format"] != "webp":
+        raise InvalidJob(f"{name} {fields['format']!r} cannot be lossless (lossless output is WebP only)")
+
+
+def _check_field(name: str, value, label: str | None = None):
+    """``value`` for the field ``name``, validated (InvalidJob naming it ``label``, default its name)."""
+    if name == "format":
+        if not isinstance(value, str) or value not in FORMATS:
+            shown = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+            raise InvalidJob(f"{label or 'format'} must be one of {', '.join(FORMATS)}, not {shown}")
+        return value
+    if name == "avif_speed":
+        return check_int(label or "AVIF speed", value, MIN_AVIF_SPEED, MAX_AVIF_SPEED)
     if name == "ops":
         return _check_ops(tuple(value))
     if name == "quality":

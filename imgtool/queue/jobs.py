@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 from .. import storage
 from ..errors import ImgtoolError, InvalidJob
 from .. import ops as registry
-from ..ops import Settings, output_name
+from ..ops import Settings, output_names
 from .defaults import ALLOW_ROOTS_ENV, FAILED_PAYLOAD_EXCERPT, MAX_PATH_LENGTH, MAX_PAYLOAD_BYTES
 
 # SPEC: a jobId is a plain file name; with no "..", so it can never climb out
@@ -51,8 +51,9 @@ class Job:
     out_dir: Path
 
     def output_paths(self) -> dict[str, str]:
-        """Each output under outputDir as the producer named it (the convention)."""
-        return {op: os.path.join(self.output_dir, output_name(self.job_id, op)) for op in self.operations}
+        """Each output under outputDir as the producer named it (the convention), by output key."""
+        return {key: os.path.join(self.output_dir, name)
+                for key, name in output_names(self.job_id, self.settings).items()}
 
 
 # --------------------------------------------------------------------------- roots
@@ -138,7 +139,7 @@ def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
     src = roots.resolve(input_path, "inputPath")
     out_dir = roots.resolve(output_dir, "outputDir")
     store = storage.for_location(out_dir)
-    outputs = {store.join(out_dir, output_name(job_id, op)) for op in operations}
+    outputs = {store.join(out_dir, name) for name in output_names(job_id, settings).values()}
     if src in outputs:
         raise InvalidJob("inputPath is one of the job's own outputs", input_path)
     return Job(raw, data, job_id, input_path, output_dir, operations, retry_count, settings, src, out_dir)
@@ -223,10 +224,14 @@ def dumps(obj) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def done_entry(job: Job, outputs: Mapping[str, str], duration_ms: float, worker: str) -> bytes:
+def done_entry(job: Job, outputs: Mapping[str, str], duration_ms: float, worker: str,
+               details: Mapping | None = None) -> bytes:
+    """The job plus its result; ``details``: what the pipeline says of the image (its width and
+    height, ``skippedOutputs``, ``placeholders``)."""
     entry = dict(job.data)
     entry.update(status="done", outputs=dict(outputs), durationMs=round(duration_ms, 1),
                  finishedAt=now_ms(), worker=worker)
+    entry.update(details or {})
     return dumps(entry)
 
 

@@ -286,7 +286,7 @@ class Worker:
         seconds = time.perf_counter() - start
         if error is None:
             names = {op: p for op, p in job.output_paths().items() if op in result.outputs}
-            entry = jobs_mod.done_entry(job, names, result.duration_ms, self.id)
+            entry = jobs_mod.done_entry(job, names, result.duration_ms, self.id, result.details())
             if self._record(payload, "done", entry):
                 log.info("queue: done %s (%d output(s), %.0f ms)", job.job_id, len(names), result.duration_ms)
                 if self.metrics:

@@ -90,15 +90,19 @@ class CudaBackend(Backend):
         img = check_image(img)
         h, w = img.shape[:2]
         launches, out = [], {}
+        keys = []
         for op in settings.ops:
             kernel = self.implementation(op)
-            params = kernel.prepare(settings, w, h)
-            if params is KEEP_INPUT:
-                out[op] = img.copy()
-            else:
-                launches.append((op, kernel, params))
+            prepared = kernel.prepare(settings, w, h)
+            # Several outputs (the thumbnail's widths) come by key, one launch each.
+            for key, params in (prepared.items() if isinstance(prepared, dict) else [(op, prepared)]):
+                keys.append(key)
+                if params is KEEP_INPUT:
+                    out[key] = img.copy()
+                else:
+                    launches.append((key, kernel, params))
         out.update(self._run(img, launches))
-        return {op: out[op] for op in settings.ops if op in out}
+        return {key: out[key] for key in keys}
 
     # The operations one at a time on arrays: what the kernels' tests call.
 

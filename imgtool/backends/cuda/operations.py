@@ -16,9 +16,10 @@ import numpy as np
 
 from ... import ops
 from ...ops import Settings
-from ...ops.blur import BLUR, SIGMA, blur_radius
+from ...ops.blur import BLUR, blur_radius
 from ...ops.low_quality import LOW_QUALITY, half_size
 from ...ops.thumbnail import THUMBNAIL
+from ..boxblur import uses_boxes
 from ..filters import gaussian_weights, lanczos_coefficients, reduce_multiplier, reduced_size
 from . import plan
 from .dispatcher import Dispatcher, Slot
@@ -36,7 +37,8 @@ class CudaKernel:
 
     ``prepare(settings, w, h)`` runs on the caller's thread, before the job
     reaches the GPU: it checks the arguments and returns the launch's
-    parameters (or KEEP_INPUT).  ``enqueue(dispatcher, slot, src, w, h, c,
+    parameters (or KEEP_INPUT), or, for an operation with several outputs,
+    a dict of them by output key (one launch each).  ``enqueue(dispatcher, slot, src, w, h, c,
     params)`` runs on the dispatcher thread and queues the kernels on the
     slot's stream from the uploaded image ``src``; it returns the device
     buffer of the output and its (width, height).
@@ -49,7 +51,9 @@ class CudaKernel:
 # ---- the launches, on the dispatcher thread ---------------------------------
 
 
-def thumbnail_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int, ow: int, oh: int):
+def thumbnail_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int, ow: int, oh: int,
+                     tag: str = "thumb"):
+    # ``tag`` names this thumbnail's device buffers: each width of a job has its own.
     mod = d.module("resample.cu", c)
     stages = plan.thumbnail_stages(w, h, ow, oh)
     bx, by = plan.RESAMPLE_BLOCK
@@ -67,7 +71,7 @@ def thumbnail_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int, ow:
         else:
             bounds, coeffs, ksize = lanczos_coefficients(ch, oh, stage[1], stage[2])
             nw, nh = cw, oh
-        dst = slot.device_buffer("thumb" if last else f"thumb{i}", nw * nh * c)
+        dst = slot.device_buffer(tag if last else f"{tag}{i}", nw * nh * c)
         if kind == "reduce":
             rx, ry = cw % fx, ch % fy  # the last column's and row's partial blocks
             mults = [np.uint32(reduce_multiplier(n)) for n in (fx * fy, rx * fy, fx * ry, rx * ry)]
@@ -77,8 +81,8 @@ def thumbnail_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int, ow:
                 block=(bx, by, 1), grid=plan.grid(nw, bx, nh, by), stream=slot.stream,
             )
         else:  # one Lanczos pass: horizontal to ow columns, or vertical to oh rows
-            d_bounds = slot.upload(f"bounds{i}", bounds)
-            d_coeffs = slot.upload(f"coeffs{i}", coeffs)
+            d_bounds = slot.upload(f"{tag}:bounds{i}", bounds)
+            d_coeffs = slot.upload(f"{tag}:coeffs{i}", coeffs)
             out_len, grid = (ow, plan.grid(ow, bx, ch, by)) if kind == "h" else (oh, plan.grid(cw, bx, oh, by))
             mod.get_function(f"resample_{kind}")(
                 cur, dst, np.int32(cw), np.int32(ch), np.int32(out_len), d_bounds, d_coeffs,
@@ -91,6 +95,11 @@ def thumbnail_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int, ow:
 
 def blur_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int, sigma: float | None):
     dst = slot.device_buffer("blur", w * h * c)
+    if uses_boxes(sigma):  # the box cascade, O(1) a pixel whatever the sigma
+        from ..cudaboxes import enqueue_boxes
+
+        mod = d.module("boxblur.cu", c)
+        return enqueue_boxes(mod.get_function, slot.device_buffer, src, dst, w, h, c, sigma, slot.stream)
     if sigma is None:
         mod = d.module("blur.cu", c, 1)
         bx, by = plan.BOX_BLOCK
@@ -132,17 +141,19 @@ def halfsize_launch(d: Dispatcher, slot: Slot, src, w: int, h: int, c: int):
 # ---- the registrations -----------------------------------------------------
 
 
-def _thumbnail_params(settings: Settings, w: int, h: int):
-    tw, th = ops.get(THUMBNAIL).output_size(w, h, settings)
-    return KEEP_INPUT if (tw, th) == (w, h) else (tw, th)
+def _thumbnail_params(settings: Settings, w: int, h: int) -> dict:
+    # One launch per width, each from the uploaded full image; by output key.
+    made, _skipped = ops.get(THUMBNAIL).outputs(settings, w, h)
+    return {key: KEEP_INPUT if (tw, th) == (w, h) else (tw, th, f"thumb:{key}")
+            for key, (tw, th) in made.items()}
 
 
 ops.implement(CUDA, THUMBNAIL, CudaKernel(
     prepare=_thumbnail_params,
-    enqueue=lambda d, slot, src, w, h, c, params: (thumbnail_launch(d, slot, src, w, h, c, *params), params),
+    enqueue=lambda d, slot, src, w, h, c, params: (thumbnail_launch(d, slot, src, w, h, c, *params), params[:2]),
 ))
 ops.implement(CUDA, BLUR, CudaKernel(
-    prepare=lambda settings, w, h: (plan.check_sigma(SIGMA.of(settings)),),
+    prepare=lambda settings, w, h: (plan.check_sigma(ops.get(BLUR).sigma(settings, w, h)),),
     enqueue=lambda d, slot, src, w, h, c, params: (blur_launch(d, slot, src, w, h, c, params[0]), (w, h)),
 ))
 ops.implement(CUDA, LOW_QUALITY, CudaKernel(

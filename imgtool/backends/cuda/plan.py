@@ -78,6 +78,10 @@ def module_defines(name: str, channels: int, radius: int = 1) -> dict[str, int]:
     """The prelude for one compiled variant of ``kernels/<name>``."""
     if name == "blur.cu":
         return gauss_geometry(radius, channels)
+    if name == "boxblur.cu":
+        from ..cudaboxes import boxes_defines  # it imports this module
+
+        return boxes_defines(channels)
     block = RESAMPLE_BLOCK if name == "resample.cu" else HALFSIZE_BLOCK
     return {"CHANNELS": channels, "BLOCK_X": block[0], "BLOCK_Y": block[1]}
 
