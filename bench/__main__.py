@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import (BLUR, EFFORT, OPERATIONS, QUALITY, THUMB_WIDTH, check, corpus, gpu, limit, profiling,
+from . import (BLUR, BLURS, EFFORT, OPERATIONS, QUALITY, THUMB_WIDTH, check, corpus, gpu, limit, profiling,
                queue_mode, report, runner, sharp_peer)
 from .report import MB, table
 
@@ -58,6 +58,9 @@ def parse_args(argv):
     p.add_argument("--contestants", default=",".join(DEFAULT_CONTESTANTS),
                    help="which to run, in round order (default: all; queue is left out, with "
                    "the reason, where there is no redis-server or imgtool queue)")
+    p.add_argument("--blur", choices=BLURS, default=BLUR,
+                   help=f"the blur every contestant makes (default {BLUR}, imgtool's default; 3x3: the old "
+                   "worker's kernel, imgtool with --blur-sigma 3x3; its sections are kept apart)")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the contestants' outputs after the first round")
     p.add_argument("--no-throughput", action="store_true", help="skip the rounds (run only "
@@ -88,7 +91,7 @@ def check_defaults() -> None:
     from imgtool import ops
 
     s = ops.Settings()
-    ours = (THUMB_WIDTH, dict(QUALITY), EFFORT, tuple(OPERATIONS), None)
+    ours = (THUMB_WIDTH, dict(QUALITY), EFFORT, tuple(OPERATIONS), BLUR)
     theirs = (s.thumb_width, dict(s.quality), s.effort, tuple(s.ops), s.blur_sigma)
     if ours != theirs:
         sys.exit(f"bench settings {ours} differ from imgtool's defaults {theirs}: update bench/__init__.py")
@@ -139,6 +142,8 @@ class Bench:
         self.largest = max(corpus.pixels(f) for f in self.files)
         self.parts = corpus.balanced(self.files, self.n)
         self.queue_note = None
+        # imgtool's blur is its default unless another configuration is asked for.
+        self.blur_flag = None if args.blur == BLUR else args.blur
         if "queue" in args.contestants and not args.no_throughput:
             reason = queue_mode.unavailable()
             if reason:
@@ -155,12 +160,13 @@ class Bench:
 
     def commands(self, name: str, out: Path, scratch: Path) -> list[tuple[list[str], dict]]:
         py = sys.executable
+        blur = self.args.blur
         if name == "imgtool":
-            return [(gpu.imgtool_argv(self.corpus, out, self.n, "cpu"), env())]
+            return [(gpu.imgtool_argv(self.corpus, out, self.n, "cpu", self.blur_flag), env())]
         if name == "pillow-seq":
             lst = self._joblist(self.files, scratch / "seq.json")
             return [([py, "-m", "bench.peers", "pillow", str(lst), str(out), str(scratch / "t-seq.json"),
-                      "--blur", BLUR], env())]
+                      "--blur", blur], env())]
         kind = {"pillow-par": "pillow", "vips-par": "vips", "sharp-par": "sharp"}[name]
         extra = {"VIPS_CONCURRENCY": "1"} if kind == "vips" else {}
         cmds = []
@@ -168,9 +174,9 @@ class Bench:
             lst = self._joblist(part, scratch / f"{kind}-{i}.json")
             timings = scratch / f"t-{kind}-{i}.json"
             if kind == "sharp":
-                argv = sharp_peer.argv(lst, out, timings, BLUR)
+                argv = sharp_peer.argv(lst, out, timings, blur)
             else:
-                argv = [py, "-m", "bench.peers", kind, str(lst), str(out), str(timings), "--blur", BLUR]
+                argv = [py, "-m", "bench.peers", kind, str(lst), str(out), str(timings), "--blur", blur]
             cmds.append((argv, env(**extra)))
         return cmds
 
@@ -222,7 +228,8 @@ class Bench:
                 out.mkdir(parents=True)
                 scratch.mkdir(parents=True, exist_ok=True)
                 if name == "queue":
-                    m = rig.run(self.corpus, out, self.n, len(self.files), scratch, env())
+                    m = rig.run(self.corpus, out, self.n, len(self.files), scratch, env(),
+                                ("--blur-sigma", self.blur_flag) if self.blur_flag else ())
                 else:
                     m = runner.run(self.commands(name, out, scratch), scratch)
                 c = results[name]
@@ -565,6 +572,11 @@ def main(argv=None) -> int:
     sections["gpu"] = f"## GPU\n\n{stamp}; `{report.command_line()}`\n\n{gpu_report(b, args.gpu)}"
     if not args.corpus:  # the generated corpus' figures sit beside those of --corpus, not over them
         sections = {(f"{k}-generated" if k in ("throughput", "profile") else k): v
+                    for k, v in sections.items()}
+    if args.blur != BLUR:  # another blur's figures sit beside the default's, not over them
+        sections = {(f"{k}-blur-{args.blur}" if k.startswith(("throughput", "profile")) else k):
+                    v.replace("\n\n", f" (every contestant's blur: {args.blur})\n\n", 1)
+                    if k.startswith(("throughput", "profile")) else v
                     for k, v in sections.items()}
     for key, text in sections.items():
         print(text + "\n")

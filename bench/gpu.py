@@ -66,7 +66,7 @@ def kernel_bandwidth(width: int = 4000, height: int = 3000, repeats: int = 5,
     """Per-kernel timings; ``runtime="host"`` (the CPU build of the kernels) only smoke-tests this code."""
     from imgtool.backends.cuda import CudaBackend
 
-    from . import half_size, thumb_size
+    from . import auto_sigma, half_size, thumb_size
 
     backend = CudaBackend(runtime=runtime)
     rng = np.random.default_rng(0)
@@ -78,7 +78,8 @@ def kernel_bandwidth(width: int = 4000, height: int = 3000, repeats: int = 5,
             hw, hh = half_size(width, height)
             calls = {
                 "thumbnail": (lambda: backend.thumbnail(img, tw, th), tw * th),
-                "blur": (lambda: backend.blur(img, None), width * height),
+                "blur": (lambda: backend.blur(img, None), width * height),  # the 3x3 kernel
+                "blur auto": (lambda: backend.blur(img, auto_sigma(width, height)), width * height),
                 "halfsize": (lambda: backend.halfsize(img), hw * hh),
             }
             for op, (call, out_pixels) in calls.items():
@@ -127,6 +128,8 @@ class BusySampler:
         return sum(self.samples) / len(self.samples) / 100.0 if self.samples else None
 
 
-def imgtool_argv(corpus: Path, out: Path, jobs: int, backend: str) -> list[str]:
+def imgtool_argv(corpus: Path, out: Path, jobs: int, backend: str, blur: str | None = None) -> list[str]:
+    """``imgtool process`` at its defaults; ``blur``: a ``--blur-sigma`` other than the default's."""
+    extra = ["--blur-sigma", blur] if blur is not None else []
     return [sys.executable, "-m", "imgtool", "-q", "process", str(corpus), "-o", str(out),
-            "--force", "-j", str(jobs), "--backend", backend]
+            "--force", "-j", str(jobs), "--backend", backend, *extra]

@@ -76,7 +76,8 @@ class QueueRig:
         self.log.close()
         self.log_path.unlink(missing_ok=True)
 
-    def run(self, corpus: Path, out: Path, jobs: int, n_images: int, logs: Path, env: dict) -> runner.Measured:
+    def run(self, corpus: Path, out: Path, jobs: int, n_images: int, logs: Path, env: dict,
+            extra: tuple[str, ...] = ()) -> runner.Measured:
         from imgtool.queue.keys import Keys
 
         self.rounds += 1
@@ -92,7 +93,7 @@ class QueueRig:
             raise runner.Failed(f"queue mode: imgtool enqueue wrote {len(payloads)} jobs, not {n_images}")
         worker = [py, "-m", "imgtool", "-q", "queue", "--redis", self.url, "--prefix", prefix,
                   "-w", str(jobs), "--backend", "cpu", "--allow-root", str(corpus),
-                  "--allow-root", str(out)]
+                  "--allow-root", str(out), *extra]
 
         def finished() -> bool:
             return self.client.llen(keys.done) + self.client.llen(keys.failed) >= n_images
