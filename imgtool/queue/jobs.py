@@ -47,11 +47,15 @@ class Job:
     operations: tuple[str, ...]
     retry_count: int
     settings: Settings
-    src: Path  # inputPath and outputDir with symlinks resolved: what is opened
-    out_dir: Path
+    src: Path | str  # inputPath and outputDir with symlinks resolved: what is opened (s3:// URLs as given)
+    out_dir: Path | str
 
     def output_paths(self) -> dict[str, str]:
         """Each output under outputDir as the producer named it (the convention), by output key."""
+        if storage.scheme_of(self.output_dir):
+            store = storage.for_location(self.output_dir)
+            return {key: store.join(self.output_dir, name)
+                    for key, name in output_names(self.job_id, self.settings).items()}
         return {key: os.path.join(self.output_dir, name)
                 for key, name in output_names(self.job_id, self.settings).items()}
 
@@ -163,8 +167,11 @@ def _abs_path(field: str, value) -> str:
         raise InvalidJob(f"{field} contains a NUL character")
     if len(value) > MAX_PATH_LENGTH:
         raise InvalidJob(f"{field} is {len(value)} characters, over {MAX_PATH_LENGTH}")
+    if storage.scheme_of(value):
+        storage.location(value)  # a URL its store refuses is an invalid job (InvalidJob)
+        return value
     if not os.path.isabs(value):
-        raise InvalidJob(f"{field} {_show(value)} is not an absolute path")
+        raise InvalidJob(f"{field} {_show(value)} is not an absolute path or an s3:// URL")
     return value
 
 
