@@ -205,10 +205,16 @@ def test_s3_endpoint_option_overrides_the_environment(seaweed, s3_bucket):
 # ---------------------------------------------------------------------------- queue
 
 
+@pytest.fixture(autouse=True)
+def _no_aws_settings(monkeypatch):
+    """Workers inherit this process's environment: only the test server's AWS settings reach them."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+
+
 def _worker_env(server) -> dict:
-    env = {k: "" for k in os.environ if k.startswith("AWS_")}
-    env.update(server.env())
-    return env
+    return server.env()
 
 
 def test_queue_jobs_with_s3_paths_done_and_confined(seaweed, s3_bucket, redis_server, workers):

@@ -283,11 +283,14 @@ def make_client(
     # Where the endpoint is set (the option, AWS_ENDPOINT_URL[_S3], the profile)
     # it decides the addressing at once; else botocore resolves it (AWS, or a
     # services section of the config file), and a non-AWS answer is built again.
-    known = endpoint_url or _configured_endpoint(scoped)
-    if known is not None:
-        return build(path_style=not _is_aws(known))
-    client = build(path_style=False)
-    return client if _is_aws(client.meta.endpoint_url) else build(path_style=True)
+    try:
+        known = endpoint_url or _configured_endpoint(scoped)
+        if known is not None:
+            return build(path_style=not _is_aws(known))
+        client = build(path_style=False)
+        return client if _is_aws(client.meta.endpoint_url) else build(path_style=True)
+    except botocore.exceptions.BotoCoreError as exc:  # a bad setting (CA bundle, region, config file)
+        raise PermanentError(f"the S3 client cannot be set up ({_short(exc)})") from None
 
 
 def _configured_endpoint(scoped: Mapping) -> str | None:
