@@ -322,3 +322,76 @@ def test_enqueue_s3_prefix(seaweed, s3_bucket, redis_server):
     assert [(j["jobId"], j["inputPath"], j["outputDir"]) for j in jobs_] == [
         ("a", f"s3://{s3_bucket}/u5/a.jpg", f"s3://{s3_bucket}/u5/processed"),
         ("clip", f"s3://{s3_bucket}/u5/clip.mp4", f"s3://{s3_bucket}/u5/processed")]
+
+
+# ---------------------------------------------------------------------------- in this process: requests counted
+
+
+@pytest.fixture
+def object_store(seaweed):
+    """The store s3:// locations get, made afresh with the test server's settings (and dropped after)."""
+    from imgtool import storage
+
+    for name, value in seaweed.env().items():
+        os.environ[name] = value  # the autouse fixture removes them again
+    storage._reset("s3")
+    yield storage.for_location("s3://x/")
+    storage._reset("s3")
+
+
+def test_rerun_sends_no_put_and_no_get(seaweed, s3_bucket, object_store):
+    from test_s3_store import Calls
+
+    from imgtool.ops import Settings
+    from imgtool.pipeline import Pipeline, Task, list_inputs
+
+    c = seaweed.client()
+    n = 6
+    for i in range(n):
+        c.put_object(Bucket=s3_bucket, Key=f"r/p{i}.jpg", Body=jpeg(200, 150, seed=i))
+    calls = Calls(object_store.s3.client)
+    pipe = Pipeline(Settings(), backend="cpu", jobs=2)
+    try:
+        def run_once(force=False):
+            tasks = (Task(src, f"s3://{s3_bucket}/r/processed") for src in list_inputs(f"s3://{s3_bucket}/r/"))
+            return sorted(res.status for res in pipe.map(tasks, force=force))
+
+        assert run_once() == ["done"] * n
+        assert calls.count("PutObject") == 3 * n and calls.count("GetObject") == n  # each input read once
+        assert not object_store._ahead  # nothing fetched ahead is left behind
+        calls.sent.clear()
+        assert run_once() == ["skipped"] * n
+        assert calls.count("PutObject") == 0 and calls.count("GetObject") == 0
+        assert not object_store._ahead
+        puts = [h for op, h in calls.sent if op == "PutObject"]
+        assert puts == []
+        assert run_once(force=True) == ["done"] * n
+        types = {h.get("Content-Type") for op, h in calls.sent if op == "PutObject"}
+        assert types == {"image/webp"}
+    finally:
+        pipe.close()
+
+
+def test_a_failed_put_deletes_the_objects_of_the_attempt(seaweed, s3_bucket, object_store, monkeypatch):
+    from imgtool.errors import PermanentError
+    from imgtool.storage import Output
+
+    c = seaweed.client()
+    webp = b"RIFF\x00\x00\x00\x00WEBP"
+    outputs = [Output(f"s3://{s3_bucket}/o/a_thumbnail.webp", webp, "image/webp", "w=1"),
+               Output(f"s3://{s3_bucket}/o/a_blur.webp", webp, "image/webp", "s=1"),
+               Output("s3://imgtool-no-such-bucket/o/a_low-quality.webp", webp, "image/webp", "q=1")]
+    with pytest.raises(PermanentError, match="no such bucket|not found"):
+        object_store.write_outputs(outputs)
+    assert keys(c, s3_bucket) == []
+    # A refused PUT (read-only credentials) leaves nothing either, and says why in one line.
+    from seaweed import READER
+    from imgtool.storage.s3 import ObjectStore, S3Store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER[1])
+    reader = ObjectStore(S3Store())
+    with pytest.raises(PermanentError, match="access denied") as info:
+        reader.write_outputs(outputs[:2])
+    assert "\n" not in str(info.value)
+    assert keys(c, s3_bucket) == []
