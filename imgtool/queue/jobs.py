@@ -75,7 +75,7 @@ class AllowRoots:
         """``--allow-root`` when given, else ``IMGTOOL_ALLOW_ROOTS`` (os.pathsep-separated)."""
         env = os.environ if env is None else env
         if not roots:
-            roots = [r for r in env.get(ALLOW_ROOTS_ENV, "").split(os.pathsep) if r]
+            roots = split_roots(env.get(ALLOW_ROOTS_ENV, ""))
         return cls(roots)
 
     def __bool__(self) -> bool:
@@ -84,6 +84,22 @@ class AllowRoots:
     def resolve(self, path: str, field: str):
         """``path`` as it will be opened (symlinks resolved); PathNotAllowed when it lands outside every root."""
         return storage.for_location(path).confine(path, self.roots, field)
+
+
+def split_roots(text: str) -> list[str]:
+    """``IMGTOOL_ALLOW_ROOTS`` as roots: os.pathsep-separated, an ``s3://`` URL's own ':' kept."""
+    parts = text.split(os.pathsep)
+    roots: list[str] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if part.lower() in storage.SCHEMES and i + 1 < len(parts) and parts[i + 1].startswith("//"):
+            part = f"{part}:{parts[i + 1]}"
+            i += 1
+        if part:
+            roots.append(part)
+        i += 1
+    return roots
 
 
 # --------------------------------------------------------------------------- parsing
