@@ -358,7 +358,7 @@ def test_rerun_sends_no_put_and_no_get(seaweed, s3_bucket, object_store):
 
         assert run_once() == ["done"] * n
         assert calls.count("PutObject") == 3 * n and calls.count("GetObject") == n  # each input read once
-        assert not object_store._ahead  # nothing fetched ahead is left behind
+        assert not object_store._ahead and object_store._ahead_bytes == 0  # nothing fetched ahead is left
         calls.sent.clear()
         assert run_once() == ["skipped"] * n
         assert calls.count("PutObject") == 0 and calls.count("GetObject") == 0

@@ -690,6 +690,8 @@ class S3Store:
 #: Objects fetched ahead of the workers (``prefetch``) at most, and the transfers run at once.
 PREFETCH_LIMIT = 16
 TRANSFER_THREADS = 8
+#: The most bytes held by fetches ahead; an input that would pass it is fetched when it is opened.
+PREFETCH_BYTES = 256 * 1024 * 1024
 
 # What ``configure`` set: the next ObjectStore made takes these.
 _config: dict = {}
@@ -737,6 +739,7 @@ class ObjectStore(_StoreBase):
         self._lock = threading.Lock()
         self._pools: dict = {}
         self._ahead: dict[str, object] = {}  # URL -> Future of (info, data), oldest first
+        self._ahead_bytes = 0  # what the fetches ahead hold (or have claimed)
         self._source = threading.local()  # the input this thread read last: its ETag goes on the outputs
 
     @property
@@ -828,6 +831,8 @@ class ObjectStore(_StoreBase):
             with self._lock:
                 ahead = self._ahead.pop(str(url), None)
         got = ahead.result() if ahead is not None else None
+        if got is not None:
+            self._release(len(got[1]))
         info, data = got if got is not None else self._fetch(url)
         if not data:
             raise CorruptImage("empty object (0 bytes)", url)
@@ -859,7 +864,9 @@ class ObjectStore(_StoreBase):
                 oldest = next(iter(self._ahead))
                 if not self._ahead[oldest].done():
                     return
-                del self._ahead[oldest]
+                dropped = self._ahead.pop(oldest).result()
+                if dropped is not None:
+                    self._ahead_bytes -= len(dropped[1])
             self._ahead[key] = pool.submit(self._fetch_ahead, url, key, skip)
 
     def _fetch_ahead(self, url: S3Url, key: str, skip) -> tuple[ObjectInfo, bytes] | None:
@@ -867,7 +874,19 @@ class ObjectStore(_StoreBase):
         self._source.ahead = True
         try:
             if skip is None or not skip():
-                got = self._fetch(url)
+                info = self.s3.stat(url)
+                with self._lock:
+                    room = self._ahead_bytes + info.size <= PREFETCH_BYTES
+                    if room:
+                        self._ahead_bytes += info.size
+                if room:
+                    try:
+                        data = self.s3.read(url, info)
+                    finally:
+                        self._release(info.size)
+                    with self._lock:
+                        self._ahead_bytes += len(data)
+                    got = (info, data)
         except Exception:  # noqa: BLE001 - open_input tries again and says what is wrong
             pass
         finally:
@@ -876,6 +895,10 @@ class ObjectStore(_StoreBase):
             with self._lock:
                 self._ahead.pop(key, None)
         return got
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self._ahead_bytes -= size
 
     def list_images(self, root, *, ordered: bool = True, rank=None, on_error=None) -> Iterator[str]:
         """Every input under the prefix, prefix by prefix as the local store walks folders.
