@@ -753,18 +753,31 @@ class ObjectStore(_StoreBase):
                     self._s3 = S3Store(max_input_bytes=limit, **opts)
         return self._s3
 
-    def _executor(self, kind: str = "get"):
-        """The threads of downloads ahead ("get") or of uploads ("put"): apart, so neither waits on the other."""
-        pool = self._pools.get(kind)
+    def _executor(self):
+        """The threads of the downloads ahead."""
+        pool = self._pools.get("get")
         if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             with self._lock:
-                pool = self._pools.get(kind)
+                pool = self._pools.get("get")
                 if pool is None:
-                    pool = self._pools[kind] = ThreadPoolExecutor(
-                        TRANSFER_THREADS, thread_name_prefix=f"imgtool-s3-{kind}")
+                    pool = self._pools["get"] = ThreadPoolExecutor(TRANSFER_THREADS,
+                                                                  thread_name_prefix="imgtool-s3-get")
         return pool
+
+    def _uploads(self):
+        """The uploads' threads (apart from the downloads', so neither waits on the other): at most
+        TRANSFER_THREADS PUTs in flight, whatever the number of workers writing."""
+        writer = self._pools.get("put")
+        if writer is None:
+            from .transfer import BackgroundWriter
+
+            with self._lock:
+                writer = self._pools.get("put")
+                if writer is None:
+                    writer = self._pools["put"] = BackgroundWriter(TRANSFER_THREADS, name="s3-put")
+        return writer
 
     # -- locations -----------------------------------------------------------------
 
@@ -958,7 +971,7 @@ class ObjectStore(_StoreBase):
                    for o in outputs]
         if len(objects) <= 1:
             return [str(u) for u in self.s3.write_outputs(objects, source)]
-        futures = [self._executor("put").submit(self.s3.write_outputs, [obj], source) for obj in objects]
+        futures = [self._uploads().submit(self.s3.write_outputs, [obj], source) for obj in objects]
         errors = []
         for f in futures:
             try:
