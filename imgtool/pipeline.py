@@ -262,7 +262,7 @@ class Pipeline:
         """
         pool = self.pool
         if pool.workers == 1:
-            for task in tasks:
+            for task in _one_ahead(tasks, lambda task: self._prefetch(task, force)):
                 pool.check_grace()
                 self._check_stop()
                 if pool.closing:
@@ -322,6 +322,17 @@ class Pipeline:
     def close(self) -> None:
         self.pool.shutdown()
         self.backend.close()
+
+
+def _one_ahead(tasks: Iterable[Task], hint: Callable[[Task], None]) -> Iterator[Task]:
+    """``tasks``, each yielded once ``hint`` was given the one after it (its input fetched meanwhile)."""
+    it = iter(tasks)
+    following = next(it, None)
+    while following is not None:
+        task, following = following, next(it, None)
+        if following is not None:
+            hint(following)
+        yield task
 
 
 def _ms(start: float) -> float:

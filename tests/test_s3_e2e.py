@@ -395,3 +395,28 @@ def test_a_failed_put_deletes_the_objects_of_the_attempt(seaweed, s3_bucket, obj
         reader.write_outputs(outputs[:2])
     assert "\n" not in str(info.value)
     assert keys(c, s3_bucket) == []
+
+
+def test_one_worker_reads_the_next_input_ahead(seaweed, s3_bucket, object_store):
+    from test_s3_store import Calls
+
+    from imgtool.ops import Settings
+    from imgtool.pipeline import Pipeline, Task
+
+    c = seaweed.client()
+    for i in range(3):
+        c.put_object(Bucket=s3_bucket, Key=f"one/p{i}.jpg", Body=jpeg(120, 90, seed=i))
+    calls = Calls(object_store.s3.client)
+    pipe = Pipeline(Settings(ops=("thumbnail",)), backend="cpu", jobs=1)
+    try:
+        tasks = [Task(f"s3://{s3_bucket}/one/p{i}.jpg", f"s3://{s3_bucket}/one/processed") for i in range(3)]
+        held = []
+        for res in pipe.map(iter(tasks)):
+            assert res.status == "done", res.error
+            held.append(sorted(object_store._ahead))
+        # While an image was processed, the next input was being fetched (or had been): it was
+        # asked for before the image's own work began; the last has none after it.
+        assert held == [[tasks[1].src], [tasks[2].src], []]
+        assert calls.count("GetObject") == 3 and calls.count("PutObject") == 3
+    finally:
+        pipe.close()
