@@ -225,7 +225,11 @@ def test_queue_jobs_with_s3_paths_done_and_confined(seaweed, s3_bucket, redis_se
         c.put_object(Bucket=s3_bucket, Key=f"uploads/u1/p{i}.jpg", Body=jpeg(300, 200, seed=i))
     c.put_object(Bucket=s3_bucket, Key="private/secret.jpg", Body=jpeg(64, 48))
     c.put_object(Bucket=s3_bucket, Key="uploads/u10/x.jpg", Body=jpeg(64, 48))
+    from videoclips import make_clip
+
+    c.put_object(Bucket=s3_bucket, Key="uploads/u1/v.mp4", Body=make_clip(None, "h264-mp4", n=30))
     push(r, *[job(f"p{i}", f"{url}/uploads/u1/p{i}.jpg", f"{url}/uploads/u1/processed") for i in range(3)],
+         job("v", f"{url}/uploads/u1/v.mp4", f"{url}/uploads/u1/processed"),
          job("outside-in", f"{url}/private/secret.jpg", f"{url}/uploads/u1/processed"),
          job("outside-out", f"{url}/uploads/u1/p0.jpg", f"{url}/private/processed"),
          job("sibling", f"{url}/uploads/u10/x.jpg", f"{url}/uploads/u10/processed"),
@@ -233,13 +237,15 @@ def test_queue_jobs_with_s3_paths_done_and_confined(seaweed, s3_bucket, redis_se
          job("missing", f"{url}/uploads/u1/never.jpg", f"{url}/uploads/u1/processed", ["thumbnail"]))
     w = workers.start(redis_server, "-w", "2", "--max-retries", "2", "--allow-root", f"{url}/uploads/u1",
                       env=_worker_env(seaweed))
-    workers.wait_for(lambda: r.llen(K.done) == 3 and r.llen(K.failed) == 5, 60, "3 done, 5 failed")
+    workers.wait_for(lambda: r.llen(K.done) == 4 and r.llen(K.failed) == 5, 60, "4 done, 5 failed")
     done = {d["jobId"]: d for d in entries(r, K.done)}
     for i in range(3):
         d = done[f"p{i}"]
         assert d["outputs"] == {op: f"{url}/uploads/u1/processed/p{i}_{op}.webp" for op in OPS}
         for op, size in expected_sizes(300, 200).items():
             check_output(c, s3_bucket, f"uploads/u1/processed/p{i}_{op}.webp", size)
+    for op, size in expected_sizes(64, 48).items():  # the video's frame: 64x48
+        check_output(c, s3_bucket, f"uploads/u1/processed/v_{op}.webp", size)
     failed = {d["jobId"]: d for d in entries(r, K.failed)}
     for name in ("outside-in", "outside-out", "sibling"):
         assert failed[name]["error"]["type"] == "path_not_allowed", failed[name]
@@ -248,8 +254,8 @@ def test_queue_jobs_with_s3_paths_done_and_confined(seaweed, s3_bucket, redis_se
     assert failed["missing"]["retryCount"] == 2 and "retry 2 of missing" in w.text()
     # Nothing written outside the allowed prefix, and nothing but the outputs inside it.
     assert keys(c, s3_bucket) == sorted(
-        ["private/secret.jpg", "uploads/u10/x.jpg"] + [f"uploads/u1/p{i}.jpg" for i in range(3)]
-        + [f"uploads/u1/processed/p{i}_{op}.webp" for i in range(3) for op in OPS])
+        ["private/secret.jpg", "uploads/u10/x.jpg", "uploads/u1/v.mp4"] + [f"uploads/u1/p{i}.jpg" for i in range(3)]
+        + [f"uploads/u1/processed/{j}_{op}.webp" for j in ("p0", "p1", "p2", "v") for op in OPS])
     assert "Traceback" not in w.text()
 
 

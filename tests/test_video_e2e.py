@@ -130,3 +130,27 @@ def test_videos_are_inputs_for_folders_watch_and_enqueue(tmp_path):
     [job] = [json.loads(x) for x in res.stdout.splitlines()]
     assert job["jobId"] == "c" and job["inputPath"] == str(tmp_path / "u1" / "c.webm")
     assert job["outputDir"] == str(tmp_path / "u1" / "processed")
+
+
+@pytest.mark.parametrize("mode", ["inotify", "polling"])
+def test_watch_takes_a_video_upload(mode, tmp_path):
+    from test_watch_e2e import WatchProcess, wait_until
+
+    root = tmp_path / "uploads"
+    (root / "user1").mkdir(parents=True)
+    w = WatchProcess(root, mode, "--lossless")
+    try:
+        clip = make_clip(None, "h264-mov", n=N, rotation=90)
+        dst = root / "user1" / "9f3c-video.mov"
+        dst.write_bytes(clip)
+        outputs = [root / "user1" / "processed" / f"9f3c-video_{op}.webp" for op in ("thumbnail", "blur",
+                                                                                      "low-quality")]
+        assert wait_until(lambda: all(p.exists() for p in outputs) and w.records), w.stderr()
+        [record] = w.records
+        assert record["status"] == "done" and (record["width"], record["height"]) == (WIDTH, HEIGHT)
+        with Image.open(outputs[0]) as im:
+            assert frame_index(im, N) == 25
+            tl, tr, _bl, _br = corner_colours(im)
+            assert near(tl, RED) and near(tr, GREEN)
+    finally:
+        w.stop()
