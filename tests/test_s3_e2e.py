@@ -426,3 +426,59 @@ def test_one_worker_reads_the_next_input_ahead(seaweed, s3_bucket, object_store)
         assert calls.count("GetObject") == 3 and calls.count("PutObject") == 3
     finally:
         pipe.close()
+
+
+def test_queue_throttled_bucket_retried_until_it_answers_and_a_missing_bucket_is_permanent(
+        seaweed, redis_server, workers):
+    c = seaweed.client()
+    r = redis_server.client()
+    bucket = seaweed.make_bucket("thr")
+    c.put_object(Bucket=bucket, Key="u/a.jpg", Body=jpeg(96, 64))
+    seaweed.throttle(bucket)
+    try:
+        push(r, job("a", f"s3://{bucket}/u/a.jpg", f"s3://{bucket}/u/processed", ["thumbnail"]),
+             job("gone", "s3://imgtool-no-such-bucket/u/a.jpg", "s3://imgtool-no-such-bucket/u/processed"))
+        w = workers.start(redis_server, "-w", "2", "--max-retries", "50", "--retry-base", "0.1",
+                          "--retry-cap", "0.3", env=_worker_env(seaweed))
+        workers.wait_for(lambda: r.llen(K.failed) == 1 and "queue: retry 2 of a" in w.text(), 60,
+                         "the missing bucket failed, the throttled job retried")
+    finally:
+        seaweed.unthrottle(bucket)
+    workers.wait_for(lambda: r.llen(K.done) == 1, 60, "the throttled job done once the bucket answers")
+    [failed] = entries(r, K.failed)
+    assert failed["jobId"] == "gone" and failed["retryCount"] == 0
+    assert failed["error"]["type"] == "permanent"
+    assert failed["error"]["message"] == ("s3://imgtool-no-such-bucket/u/a.jpg: no such bucket "
+                                          "'imgtool-no-such-bucket'")
+    retries = [line for line in w.text().splitlines() if "queue: retry" in line and " of a " in line]
+    assert retries and all("server busy or failing (503" in line for line in retries), retries
+    [done] = entries(r, K.done)
+    assert done["retryCount"] >= 2
+    check_output(c, bucket, "u/processed/a_thumbnail.webp", (96, 64))
+    assert "Traceback" not in w.text()
+
+
+def test_an_input_over_the_limit_is_never_fetched(seaweed, s3_bucket, object_store):
+    from test_s3_store import Calls
+
+    from imgtool import storage
+    from imgtool.ops import Settings
+    from imgtool.pipeline import Pipeline, Task
+
+    data = jpeg(200, 100)
+    c = seaweed.client()
+    c.put_object(Bucket=s3_bucket, Key="big/a.jpg", Body=data)
+    storage.configure(max_input_bytes=len(data) - 1)
+    try:
+        store = storage.for_location("s3://x/")
+        calls = Calls(store.s3.client)
+        pipe = Pipeline(Settings(), backend="cpu", jobs=2)
+        try:
+            [res] = pipe.map([Task(f"s3://{s3_bucket}/big/a.jpg", f"s3://{s3_bucket}/big/processed")])
+        finally:
+            pipe.close()
+        assert res.status == "failed" and res.error.code == "too_large"
+        assert f"is {len(data)} bytes, over the input limit of {len(data) - 1} bytes" in str(res.error)
+        assert calls.count("HeadObject") >= 1 and calls.count("GetObject") == 0
+    finally:
+        storage.configure(max_input_bytes=storage.DEFAULT_MAX_INPUT_BYTES)
