@@ -482,3 +482,16 @@ def test_an_input_over_the_limit_is_never_fetched(seaweed, s3_bucket, object_sto
         assert calls.count("HeadObject") >= 1 and calls.count("GetObject") == 0
     finally:
         storage.configure(max_input_bytes=storage.DEFAULT_MAX_INPUT_BYTES)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["queue", "--allow-root", "s3://Bad_Bucket/", "--redis", "127.0.0.1:1"],
+     "Invalid value for '--allow-root': s3://Bad_Bucket/: invalid bucket name"),
+    (["process", "s3://b/x.jpg", "--s3-endpoint", "ftp://x"], "S3 endpoint must be an http:// or https:// URL"),
+    (["process", "s3://bucket/a/../b.jpg"], "s3://bucket/a/../b.jpg: key has an empty, '.' or '..' component"),
+    (["enqueue", "--dry-run", "s3://bucket/a\\b.jpg"], "key holds a backslash"),
+])
+def test_s3_usage_errors_are_one_line(args, says):
+    res = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
