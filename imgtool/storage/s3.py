@@ -820,8 +820,7 @@ class ObjectStore(_StoreBase):
             except InputNotFound:
                 pass
             return "folder" if self._has_keys(url.as_prefix()) else "missing"
-        if not self.s3._bucket_exists(url):
-            raise PermanentError(f"no such bucket {url.bucket!r}", url)
+        self.s3.check_output_dir(url)  # the bucket's HEAD, once: a missing one is said here
         return "folder"
 
     def _has_keys(self, prefix: S3Url) -> bool:
