@@ -436,6 +436,10 @@ def test_queue_throttled_bucket_retried_until_it_answers_and_a_missing_bucket_is
     c.put_object(Bucket=bucket, Key="u/a.jpg", Body=jpeg(96, 64))
     seaweed.throttle(bucket)
     try:
+        res = run(seaweed, "process", f"s3://{bucket}/u/")
+        assert res.returncode in (1, 2) and "Traceback" not in res.stderr, res.stderr
+        [line] = [x for x in res.stderr.splitlines() if x.startswith("Error: ")]
+        assert f"s3://{bucket}/u/" in line and "503" in line, line
         push(r, job("a", f"s3://{bucket}/u/a.jpg", f"s3://{bucket}/u/processed", ["thumbnail"]),
              job("gone", "s3://imgtool-no-such-bucket/u/a.jpg", "s3://imgtool-no-such-bucket/u/processed"))
         w = workers.start(redis_server, "-w", "2", "--max-retries", "50", "--retry-base", "0.1",

@@ -918,7 +918,7 @@ class ObjectStore(_StoreBase):
         A prefix's own images come first, largest first (the listing's sizes:
         no header is read from object storage to order them), then its
         sub-prefixes in name order; ``processed/`` and hidden ones are not
-        entered.  A prefix that cannot be listed goes to ``on_error``.
+        entered.  A prefix that cannot be listed goes to ``on_error`` (without one, a warning).
         """
         from .names import is_image_name, is_walked_folder
 
@@ -946,8 +946,9 @@ class ObjectStore(_StoreBase):
             except Exception as exc:  # noqa: BLE001 - every failure is the prefix's, named
                 err = error_from_boto(exc, prefix)
                 if on_error is None:
-                    raise err from None
-                on_error(str(prefix), OSError(err.message))
+                    log.warning("cannot list %s", err)
+                else:
+                    on_error(str(prefix), OSError(err.message))
                 continue
             for _size, url in sorted(files):
                 yield url
