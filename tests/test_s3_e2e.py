@@ -187,6 +187,9 @@ def test_limits_and_refusals_are_one_line(seaweed, s3_bucket):
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/", env={"AWS_SECRET_ACCESS_KEY": "wrong"})
     assert res.returncode == 2 and "credentials" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    res = run(seaweed, "process", f"s3://{s3_bucket}/u3/", "-o", "s3://no-such-bucket-imgtool/out/")
+    assert res.returncode == 2 and "no such bucket 'no-such-bucket-imgtool'" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1  # said once, before any image
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/nothing-here")
     assert res.returncode == 2 and "no such file or directory" in res.stderr
     res = run(seaweed, "process", "s3://Bad_Bucket/x.jpg")
