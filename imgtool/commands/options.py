@@ -181,5 +181,6 @@ def input_options(f):
                      help="Seconds a video's frame may take to decode; longer is a permanent error.")(f)
     f = click.option("--max-input-bytes", type=click.IntRange(1), default=DEFAULT_MAX_INPUT_BYTES,
                      show_default=True, expose_value=False, callback=_configure_storage,
-                     help="Refuse inputs larger than this, before reading them (an object's size from HEAD).")(f)
+                     help="Refuse s3:// objects larger than this before fetching them (their size from "
+                          "HEAD): they are read into memory.")(f)
     return s3_endpoint_option(f)
