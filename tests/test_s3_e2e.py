@@ -502,3 +502,19 @@ def test_s3_usage_errors_are_one_line(args, says):
     res = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2, res.stderr
     assert says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_queue_refused_credentials_are_permanent(seaweed, s3_bucket, redis_server, workers):
+    c = seaweed.client()
+    r = redis_server.client()
+    c.put_object(Bucket=s3_bucket, Key="u/a.jpg", Body=jpeg(64, 48))
+    push(r, job("a", f"s3://{s3_bucket}/u/a.jpg", f"s3://{s3_bucket}/u/processed"))
+    w = workers.start(redis_server, "--max-retries", "5",
+                      env={**_worker_env(seaweed), "AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    workers.wait_for(lambda: r.llen(K.failed) == 1, 60, "the job failed")
+    [failed] = entries(r, K.failed)
+    assert failed["retryCount"] == 0 and failed["error"]["type"] == "permanent", failed
+    message = failed["error"]["message"]
+    assert message.startswith(f"s3://{s3_bucket}/u/a.jpg: ") and "\n" not in message
+    assert "credentials" in message, message
+    assert keys(c, s3_bucket) == ["u/a.jpg"] and "Traceback" not in w.text()
