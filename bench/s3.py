@@ -9,7 +9,7 @@ round after round, interleaved so that other load falls on both alike:
 
 each a fresh process with the same -j, settings and backend, timed from start
 to exit.  The goal is s3 >= 0.9x the local throughput.  Then the video frame:
-``imgtool.video.video_frame`` (open, seek-free decode to the frame at 1 s,
+``imgtool.imageio.video.video_frame`` (open, seek-free decode to the frame at 1 s,
 rotation) timed in this process on PyAV-made clips, beside a JPEG decode of
 the same size.
 
@@ -111,7 +111,7 @@ def video_cost(repeat: int) -> list[list]:
     sys.path.insert(0, str(REPO / "tests"))
     from videoclips import make_clip
 
-    from imgtool.video import video_frame
+    from imgtool.imageio.video import video_frame
 
     rows = []
     for kind in ("h264-mp4", "vp9-webm"):
@@ -157,7 +157,7 @@ def section(tp: dict | None, video: list[list] | None, repeat: int) -> str:
             f"{tp['seconds']['local-empty']:.2f} s, s3 {tp['seconds']['s3-empty']:.2f} s.", "",
             f"Goal: >= {TARGET}x the local throughput: {'met' if ratio >= TARGET else 'NOT met'}.", ""]
     if video is not None:
-        lines += ["The video frame: `imgtool.video.video_frame` (sniff, open, decode to the frame at 1 s, "
+        lines += ["The video frame: `imgtool.imageio.video.video_frame` (sniff, open, decode to the frame at 1 s, "
                   f"rotation), median of {repeat}, one thread, 45-frame noise clips at 25 fps (the "
                   "worst case for the decoder); beside it a Pillow decode of a JPEG of that size.", "",
                   report.table(["clip", "size", "bytes", "frame at 1 s, ms", "JPEG decode, ms"], video), ""]

@@ -174,7 +174,7 @@ def input_options(f):
     command is not called with them.
     """
     from ..storage import DEFAULT_MAX_INPUT_BYTES
-    from ..video import DEFAULT_TIMEOUT
+    from ..imageio.video import DEFAULT_TIMEOUT
 
     f = click.option("--video-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
                      show_default=True, expose_value=False, callback=_configure_video,

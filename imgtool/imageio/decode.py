@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
-from .. import storage, video
+from .. import storage
+from . import video
 from ..errors import (
     UnsupportedFormat,
     CorruptImage,
