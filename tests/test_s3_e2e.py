@@ -518,3 +518,27 @@ def test_queue_refused_credentials_are_permanent(seaweed, s3_bucket, redis_serve
     assert message.startswith(f"s3://{s3_bucket}/u/a.jpg: ") and "\n" not in message
     assert "credentials" in message, message
     assert keys(c, s3_bucket) == ["u/a.jpg"] and "Traceback" not in w.text()
+
+
+def test_an_unreachable_server_is_each_input_s_retryable_failure(monkeypatch):
+    """The up-to-date check's HEAD failing is no crash of the run: the input fails, retryable."""
+    from conftest import free_port
+    from imgtool import storage
+    from imgtool.ops import Settings
+    from imgtool.pipeline import Pipeline, Task
+    from imgtool.storage import s3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    storage.configure(s3_endpoint=f"http://127.0.0.1:{free_port()}")
+    pipe = Pipeline(Settings(), backend="cpu", jobs=2)
+    try:
+        tasks = [Task(f"s3://bucket-x/u/{n}.jpg", "s3://bucket-x/u/processed") for n in ("a", "b")]
+        results = list(pipe.map(tasks))
+        assert [r.status for r in results] == ["failed", "failed"]
+        for r in results:
+            assert r.error.code == "io_error" and r.error.retryable and "cannot connect" in str(r.error)
+    finally:
+        pipe.close()
+        s3._config.pop("endpoint_url", None)
+        storage._reset("s3")

@@ -1007,17 +1007,15 @@ class ObjectStore(_StoreBase):
             else:
                 st = os.stat(src)
                 source = ObjectInfo(url=src, size=st.st_size, mtime=float(int(st.st_mtime)))
-        except (InputNotFound, OSError):
-            return False
-        remote = {self.url(loc): fp for loc, fp in outputs.items() if scheme_of(loc) == "s3"}
-        for loc in outputs:
-            if scheme_of(loc) != "s3":
-                try:
-                    if os.stat(loc).st_mtime < source.mtime or os.path.islink(loc):
-                        return False
-                except OSError:
+            remote = {self.url(loc): fp for loc, fp in outputs.items() if scheme_of(loc) == "s3"}
+            for loc in outputs:
+                if scheme_of(loc) != "s3" and (os.stat(loc).st_mtime < source.mtime or os.path.islink(loc)):
                     return False
-        return self.s3.up_to_date(source, remote)
+            return self.s3.up_to_date(source, remote)
+        except (ImgtoolError, OSError):
+            # Not known to be up to date: processing it says what is wrong (a missing
+            # object, a server down), as that input's failure.
+            return False
 
     # -- confinement -------------------------------------------------------------------
 
