@@ -251,9 +251,9 @@ def test_placeholders_come_from_the_thumbnail_without_a_decode_of_their_own(tmp_
     img = imagegen.photo(1200, 900, seed=5)
     Image.fromarray(img).save(tmp_path / "p.png")
     decodes, sources = [], []
-    real_decode, real_source = imageio.Opened.decode, module.placeholder_source
+    real_decode, real_source = imageio.Opened.decode, module.source_image
     monkeypatch.setattr(imageio.Opened, "decode", lambda self: decodes.append(1) or real_decode(self))
-    monkeypatch.setattr(module, "placeholder_source", lambda im: sources.append(im.size) or real_source(im))
+    monkeypatch.setattr(module, "source_image", lambda im: sources.append(im.size) or real_source(im))
     pipe = Pipeline(Settings(ops=("thumbnail", "blur"), thumb_width=(640, 16, 256)), backend="cpu", jobs=1)
     try:
         result = pipe.process(Task(tmp_path / "p.png", tmp_path / "out"))
