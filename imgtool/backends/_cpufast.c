@@ -1203,18 +1203,21 @@ static void ph_cosines(int n, int count, double half, double *out) {
             out[k * n + i] = cos(M_PI / n * (double)k * ((double)i + half));
 }
 
-/* out[cy * nx + cx] = sum_x (sum_y fy[cy][y] x[y][x]) fx[cx][x] / (w * h); x[y][x] at x[(y * w + x) * stride]. */
-static void ph_project(const double *x, int stride, int w, int h, int nx, int ny, double half, double *out) {
-    double fy[9 * PH_MAX], fx[9 * PH_MAX], down[PH_MAX];
-    ph_cosines(h, ny, half, fy);
-    ph_cosines(w, nx, half, fx);
+/* out[cy * nx + cx] = sum_x (sum_y fy[cy][y] x[y][x]) fx[cx][x] / (w * h); x[y][x] at x[(y * w + x) * stride];
+ * fy, fx: ph_cosines(h, ny) and ph_cosines(w, nx). */
+static void ph_project(const double *x, int stride, int w, int h, int nx, int ny, const double *fy, const double *fx,
+                       double *out) {
+    double down[PH_MAX];
     double area = (double)w * (double)h;
     for (int cy = 0; cy < ny; cy++) {
-        for (int i = 0; i < w; i++) {
-            double s = 0.0;
-            for (int y = 0; y < h; y++)
-                s += fy[cy * h + y] * x[((Py_ssize_t)y * w + i) * stride];
-            down[i] = s;
+        /* Each column's sum in ascending y, the columns side by side (independent: they pipeline). */
+        for (int i = 0; i < w; i++)
+            down[i] = 0.0;
+        for (int y = 0; y < h; y++) {
+            double k = fy[cy * h + y];
+            const double *row = x + (Py_ssize_t)y * w * stride;
+            for (int i = 0; i < w; i++)
+                down[i] += k * row[i * stride];
         }
         for (int cx = 0; cx < nx; cx++) {
             double s = 0.0;
@@ -1318,15 +1321,23 @@ static PyObject *py_placeholder_sums(PyObject *self, PyObject *args) {
         lx = lxa;
         ly = lya;
     }
-    ph_project(chan, 1, w, h, lx, ly, 0.5, l);
-    ph_project(chan + n, 1, w, h, 3, 3, 0.5, p);
-    ph_project(chan + 2 * n, 1, w, h, 3, 3, 0.5, q);
+    /* ThumbHash's cosines once, for the most terms a channel takes: a table of k terms is the first k rows. */
+    int most = lx > ly ? lx : ly;
+    most = most > 5 ? most : 5;
+    double cy_half[9 * PH_MAX], cx_half[9 * PH_MAX], cy_whole[9 * PH_MAX], cx_whole[9 * PH_MAX];
+    ph_cosines(h, most, 0.5, cy_half);
+    ph_cosines(w, most, 0.5, cx_half);
+    ph_cosines(h, by, 0.0, cy_whole);
+    ph_cosines(w, bx, 0.0, cx_whole);
+    ph_project(chan, 1, w, h, lx, ly, cy_half, cx_half, l);
+    ph_project(chan + n, 1, w, h, 3, 3, cy_half, cx_half, p);
+    ph_project(chan + 2 * n, 1, w, h, 3, 3, cy_half, cx_half, q);
     if (has_alpha)
-        ph_project(chan + 3 * n, 1, w, h, 5, 5, 0.5, a);
+        ph_project(chan + 3 * n, 1, w, h, 5, 5, cy_half, cx_half, a);
     /* f[(cy * 3 + ch) * bx + cx]: the numpy path's (cy, 3, cx) factors. */
     for (int ch = 0; ch < 3; ch++) {
         double one[81];
-        ph_project(lin + ch, 3, w, h, bx, by, 0.0, one);
+        ph_project(lin + ch, 3, w, h, bx, by, cy_whole, cx_whole, one);
         for (int cy = 0; cy < by; cy++)
             for (int cx = 0; cx < bx; cx++)
                 f[(cy * 3 + ch) * bx + cx] = one[cy * bx + cx];
