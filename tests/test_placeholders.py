@@ -445,3 +445,20 @@ def test_a_process_run_on_a_jpeg_does_not_import_numpy(tmp_path):
     imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
     assert "imgtool.placeholders" in imported
     assert not [m for m in imported if m == "numpy" or m.startswith("numpy.")]
+
+
+def test_the_c_sums_refuse_what_they_cannot_read():
+    _need_c()
+    sums = module._cpufast.placeholder_sums
+    grids = ((7, 5), (5, 4), (4, 3))
+    assert sums(bytes(12), 2, 2, 3, *grids)[0] is False
+    for args in [(bytes(11), 2, 2, 3), (bytes(16), 2, 2, 3), (bytes(101 * 3), 101, 1, 3), (bytes(0), 0, 1, 3),
+                 (bytes(8), 2, 2, 2)]:
+        with pytest.raises(ValueError):
+            sums(*args, *grids)
+    with pytest.raises(ValueError):
+        sums(bytes(12), 2, 2, 3, (7, 5), (5, 4), (10, 3))
+    with pytest.raises(TypeError):
+        sums("not bytes", 2, 2, 3, *grids)
+    with pytest.raises(ValueError):
+        module.placeholders(Image.new("L", (4, 4)))  # the encoders read RGB or RGBA; source_image converts
