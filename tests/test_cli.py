@@ -271,3 +271,45 @@ def test_widths_a_format_and_freshness(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(Path(p).name for p in json.loads(r.stdout)["outputs"].values()) == [
         "a_blur.avif", "a_low-quality.avif", "a_thumbnail.avif"]
+
+
+@pytest.mark.parametrize("records", ["xattr", "index"])
+def test_a_changed_option_redoes_exactly_the_outputs_it_changes(tmp_path, records):
+    """Up to date means made from this input with these settings: each option redoes what it decides, no more."""
+    env = {**os.environ, "IMGTOOL_SETTINGS_INDEX": "1" if records == "index" else ""}
+    photo(tmp_path / "a.png", 600, 300)
+    photo(tmp_path / "b.png", 200, 100, seed=1)
+    out = tmp_path / "processed"
+
+    def files():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.webp")}
+
+    def rerun(*opts, redone):
+        before = files()
+        r = run("process", tmp_path, "--backend", "cpu", "--effort", "0", *opts, env=env)
+        assert r.returncode == 0, r.stderr
+        after = files()
+        assert sorted(n for n in after if after[n] != before.get(n)) == sorted(redone), r.stderr
+        return r
+
+    rerun(redone=[f"{j}_{op}.webp" for j in "ab" for op in OPERATIONS])
+    r = rerun(redone=[])
+    assert "0 done, 2 skipped" in r.stderr  # an unchanged run rewrites nothing
+    r = rerun("--thumb-width", "128", redone=["a_thumbnail.webp", "b_thumbnail.webp"])
+    assert "2 done, 0 skipped" in r.stderr
+    with Image.open(out / "a_thumbnail.webp") as im:
+        assert im.size == (128, 64)
+    rerun("--thumb-width", "128", redone=[])
+    rerun("--thumb-width", "128", "--blur-sigma", "3", redone=["a_blur.webp", "b_blur.webp"])
+    rerun("--thumb-width", "128", "--blur-sigma", "3", "--lq-quality", "20",
+          redone=["a_low-quality.webp", "b_low-quality.webp"])
+    everything = [f"{j}_{op}.webp" for j in "ab" for op in OPERATIONS]
+    rerun("--thumb-width", "128", "--blur-sigma", "3", "--lq-quality", "20", "--lossless",
+          redone=everything)
+    # Back to the defaults: everything was made with other settings, so everything is redone.
+    rerun(redone=everything)
+    # The format changes the names: AVIF outputs are new files, the WebP ones are left alone.
+    r = run("process", tmp_path, "--backend", "cpu", "--format", "avif", "--ops", "low-quality", env=env)
+    assert r.returncode == 0 and "2 done" in r.stderr, r.stderr
+    assert sorted(p.name for p in out.glob("*.avif")) == ["a_low-quality.avif", "b_low-quality.avif"]
+    assert (out / ".imgtool-index").exists() == (records == "index")

@@ -38,6 +38,9 @@ class Output:
     location: Location
     data: bytes
     content_type: str  # e.g. "image/webp": an object store records it with the object
+    # The fingerprint of the settings that made it (``Operation.fingerprint``): the
+    # store records it with the output, and ``stale`` compares it on the next run.
+    fingerprint: str = ""
 
 
 class Input(abc.ABC):
@@ -131,6 +134,8 @@ class Store(abc.ABC):
     def write_outputs(self, outputs: Sequence[Output]) -> list[Location]:
         """Write every output, or none: each atomically, those already written removed on failure.
 
+        Each output's ``fingerprint`` is recorded with it, for ``stale``.
+
         A reader never sees a partial output; an existing output is replaced
         (a link there is replaced, never followed); missing folders are made.
         Returns the locations written, in order.
@@ -141,13 +146,21 @@ class Store(abc.ABC):
         """Remove outputs, ignoring those already gone."""
 
     @abc.abstractmethod
-    def fresh(self, src: Location, outputs: Mapping[Location, str]) -> bool:
-        """True when every output exists and is up to date with ``src``.
+    def stale(self, src: Location, outputs: Mapping[Location, str]) -> list[Location]:
+        """The outputs that are not up to date with ``src``, in the order given.
 
         ``outputs`` maps each output's location to the fingerprint of the
-        settings that decide it (``Operation.fingerprint``), so a store may
-        also call an output stale when it was made with other settings.
+        settings that decide it (``Operation.fingerprint``).  An output is up
+        to date when it exists, is at least as new as ``src`` and was recorded
+        (by ``write_outputs``) with that same fingerprint; an output with no
+        record is stale.  Where a store keeps the record is its own choice
+        (the local store: an extended attribute, else an index file of its
+        own; an object store: the object's metadata).
         """
+
+    def fresh(self, src: Location, outputs: Mapping[Location, str]) -> bool:
+        """True when every output exists and is up to date with ``src`` (see ``stale``)."""
+        return not self.stale(src, outputs)
 
     # -- confinement --------------------------------------------------------------
 
