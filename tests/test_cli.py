@@ -16,6 +16,8 @@ from PIL import Image
 
 from imgtool.ops import DEFAULT_QUALITY, OPERATIONS, Settings, output_size
 
+from helpers import on_ci
+
 
 def run(*args, cwd=None, timeout=120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -113,7 +115,6 @@ def test_dry_run_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["process"], "Missing argument"),
-    (["process", "{tmp}/nope.jpg"], "nope.jpg: no such file or directory"),
     (["process", "{tmp}", "--ops", "thumbnail,sparkle"], "unknown operation 'sparkle'"),
     (["process", "{tmp}", "--effort", "9"], "--effort"),
     (["process", "{tmp}", "--blur-sigma", "51"], "--blur-sigma"),
@@ -152,6 +153,96 @@ def test_bad_inputs_fail_one_line_each_and_others_succeed(tmp_path):
     assert expected <= named
     assert (tmp_path / "processed" / "good_thumbnail.webp").exists()
     assert not (tmp_path / "processed" / "text_thumbnail.webp").exists()
+
+
+def test_each_bad_path_is_its_own_failure_and_the_rest_are_processed(tmp_path):
+    good = photo(tmp_path / "photo.jpg", 50, 40)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
+    r = run("process", tmp_path / "nope.jpg", good, tmp_path / "empty", "--backend", "cpu")
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: {tmp_path / 'nope.jpg'}: no such file or directory",
+                      f"Error: no images found in {tmp_path / 'empty'}"], r.stderr
+    assert "1 done, 0 skipped, 2 failed" in r.stderr
+    assert (tmp_path / "processed" / "photo_thumbnail.webp").exists()
+    r = run("process", tmp_path / "empty", "--json", "--backend", "cpu")
+    assert r.returncode == 1
+    assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["failed"]
+    assert r.stderr.splitlines()[0] == f"Error: no images found in {tmp_path / 'empty'}"
+
+
+def test_an_unwritable_output_folder_is_one_error_before_any_decode(tmp_path):
+    for i in range(5):
+        photo(tmp_path / "in" / f"p{i}.png", 64, 48, seed=i)
+    # Corrupt: decoding it would be an error line of its own, so its absence shows nothing was decoded.
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (tmp_path / "file").write_text("a file where a folder should be")
+    r = run("process", tmp_path / "in", "-o", tmp_path / "file" / "out", "--backend", "cpu")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and str(tmp_path / "file" / "out") in errors[0] and "not a folder" in errors[0], r.stderr
+    assert "0 done, 0 skipped, 6 failed" in r.stderr
+    r = run("process", tmp_path / "in", "-o", tmp_path / "file" / "out", "--backend", "cpu", "--json")
+    assert len(r.stdout.splitlines()) == 6 and "broken" not in r.stderr
+
+
+def _in_user_namespace(script: str) -> subprocess.CompletedProcess:
+    """``script`` in a new user and mount namespace (no root needed), where it may mount a small tmpfs."""
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-Urm", "true"], capture_output=True).returncode != 0:
+        if on_ci():
+            pytest.fail("unshare -Urm (util-linux, user namespaces) is needed for the filesystem tests")
+        pytest.skip("no user namespaces here (unshare -Urm)")
+    return subprocess.run(["unshare", "-Urm", "sh", "-ec", script], capture_output=True, text=True, timeout=120)
+
+
+def test_a_read_only_output_folder_is_one_error(tmp_path):
+    for i in range(4):
+        photo(tmp_path / "in" / f"p{i}.png", 64, 48, seed=i)
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = _in_user_namespace(f"mount -t tmpfs -o ro tmpfs {mnt}; "
+                           f"{sys.executable} -m imgtool process {tmp_path / 'in'} -o {mnt} --backend cpu || "
+                           "echo rc=$?")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: {mnt}: cannot be written (Read-only file system)"], r.stderr
+    assert "0 done, 0 skipped, 4 failed" in r.stderr and "rc=1" in r.stdout
+
+
+def test_a_full_disk_is_named_with_the_file_that_hit_it(tmp_path):
+    """A real full filesystem (a 48 KiB tmpfs): the error says ENOSPC and names the output being written."""
+    big = tmp_path / "in" / "big.png"
+    big.parent.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (400, 600, 3), dtype=np.uint8)).save(big)  # noise: large outputs
+    photo(tmp_path / "in" / "small.png", 40, 30)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = _in_user_namespace(f"mount -t tmpfs -o size=48k tmpfs {mnt}; "
+                           f"{sys.executable} -m imgtool process {tmp_path / 'in'} -o {mnt} --backend cpu -j 1 "
+                           f"--json > {tmp_path / 'out.json'} || echo rc=$?; ls -a {mnt}")
+    assert "rc=1" in r.stdout, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "no space left on device (ENOSPC)" in errors[0], r.stderr
+    lines = {json.loads(line)["jobId"]: json.loads(line) for line in (tmp_path / "out.json").read_text().splitlines()}
+    assert lines["small"]["status"] == "done"
+    failed = lines["big"]
+    # The file named is the one whose write failed: not written, while every earlier output of the job was.
+    named = Path(errors[0].split(": ")[1])
+    assert named.parent == mnt and named.name.startswith("big_") and failed["error"]["type"] == "io_error"
+    assert failed["error"]["retryable"] is True
+    # All or nothing: nothing of big's is left, and no temporary file.
+    assert [n for n in r.stdout.split() if n.startswith(("big_", ".imgtool-"))] == []
+
+
+def test_bare_imgtool_prints_the_usage_and_commands_without_an_error_line():
+    r = run()
+    assert r.returncode == 2
+    assert r.stderr.startswith("Usage: imgtool [OPTIONS] COMMAND") and "Error" not in r.stderr
+    assert all(cmd in r.stderr for cmd in ("process", "watch", "queue", "enqueue", "status", "completion"))
 
 
 def test_colliding_job_ids_are_reported_not_overwritten(tmp_path):

@@ -46,8 +46,9 @@ COMPACT_SLACK = 256
 # Folders whose index this process keeps parsed.
 CACHED_FOLDERS = 64
 
-# errnos that mean "this filesystem (or this file) keeps no user xattrs".
-_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ENOSPC, errno.E2BIG,
+# errnos that mean "this filesystem (or this file) keeps no user xattrs".  Not ENOSPC:
+# a full disk is the output's failure, named as such.
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG,
              getattr(errno, "ENODATA", errno.ENOENT)}
 
 

@@ -146,7 +146,11 @@ class LocalStore(Store):
         if probe.exists() and not probe.is_dir():
             raise PermanentError(f"cannot be written: {probe} is not a folder", path)
         if not os.access(probe, os.W_OK | os.X_OK):
-            reason = os.strerror(errno.EACCES)
+            try:
+                read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+            except (OSError, AttributeError):
+                read_only = False
+            reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
             raise TransientIOError(f"cannot be written ({reason})", path)
 
     def write_outputs(self, outputs: Sequence[Output]) -> list[Path]:
