@@ -74,9 +74,11 @@ class TransientIOError(RetryableError):
 class NoSpace(TransientIOError):
     """The filesystem (or the user's quota) filled up while an output was being written: ENOSPC, EDQUOT.
 
-    Retryable, under the code of every other I/O failure (``io_error``): an
-    operator frees space and the same job succeeds.
+    Retryable (an operator frees space and the same job succeeds), with a
+    code of its own so that ``image:failed`` and ``--json`` say what it was.
     """
+
+    code = "no_space"
 
 
 class GPUError(RetryableError):

@@ -232,7 +232,7 @@ def test_a_full_disk_is_named_with_the_file_that_hit_it(tmp_path):
     failed = lines["big"]
     # The file named is the one whose write failed: not written, while every earlier output of the job was.
     named = Path(errors[0].split(": ")[1])
-    assert named.parent == mnt and named.name.startswith("big_") and failed["error"]["type"] == "io_error"
+    assert named.parent == mnt and named.name.startswith("big_") and failed["error"]["type"] == "no_space"
     assert failed["error"]["retryable"] is True
     # All or nothing: nothing of big's is left, and no temporary file.
     assert [n for n in r.stdout.split() if n.startswith(("big_", ".imgtool-"))] == []

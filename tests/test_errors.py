@@ -100,4 +100,4 @@ def test_os_errors_map_to_named_errors(code, writing, cls):
 def test_a_full_disk_says_so():
     exc = from_os_error(OSError(errno.ENOSPC, "No space left on device"), "/out/a_blur.webp", writing=True)
     assert str(exc) == "/out/a_blur.webp: cannot be written: no space left on device (ENOSPC)"
-    assert isinstance(exc, TransientIOError) and exc.to_dict()["type"] == "io_error"
+    assert isinstance(exc, TransientIOError) and exc.to_dict()["type"] == "no_space"
