@@ -8,7 +8,8 @@ from pathlib import PurePath
 from ..ops import is_output_name
 
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .heic .heif .avif .svg .svgz".split()
+    (".jpg .jpeg .jpe .jfif .mpo .png .apng .gif .webp .bmp .dib .tif .tiff .heic .heif .hif .avif .avifs "
+     ".ppm .pgm .pbm .pnm .svg .svgz").split()
 )
 #: The output folder beside each input, as the upload server lays it out; never walked.
 PROCESSED_DIR = "processed"
