@@ -404,3 +404,26 @@ def test_a_changed_option_redoes_exactly_the_outputs_it_changes(tmp_path, record
     assert r.returncode == 0 and "2 done" in r.stderr, r.stderr
     assert sorted(p.name for p in out.glob("*.avif")) == ["a_low-quality.avif", "b_low-quality.avif"]
     assert (out / ".imgtool-index").exists() == (records == "index")
+
+
+def test_a_short_option_means_the_same_in_every_command(tmp_path):
+    """-o is --output wherever it is (--output-dir stays enqueue's older name), -j --jobs, -n --dry-run..."""
+    import click
+
+    from imgtool.cli import cli
+
+    ctx = click.Context(cli)
+    meanings: dict[str, list[set[str]]] = {}
+    for name in cli.list_commands(ctx):
+        for p in cli.get_command(ctx, name).params:
+            if isinstance(p, click.Option):
+                longs = {o for o in p.opts if o.startswith("--")}
+                for short in (o for o in p.opts if len(o) == 2):
+                    meanings.setdefault(short, []).append(longs)
+    for short, sets in meanings.items():
+        assert set.intersection(*sets), f"{short} means {sets}"
+    assert len(meanings["-o"]) >= 2 and len(meanings["-j"]) >= 3  # process and enqueue; process, watch, queue
+    src = photo(tmp_path / "a.jpg", 20, 20)
+    lines = [run("enqueue", "--dry-run", flag, tmp_path / "out", src) for flag in ("-o", "--output", "--output-dir")]
+    assert all(r.returncode == 0 for r in lines), lines[0].stderr
+    assert {json.loads(r.stdout)["outputDir"] for r in lines} == {str(tmp_path / "out")}
