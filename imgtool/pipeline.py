@@ -143,6 +143,11 @@ class Pipeline:
         """
         return not self._stale(task)[1]
 
+    def stale_outputs(self, task: Task) -> dict[str, Location]:
+        """The outputs a run without ``--force`` would make for ``task``, by key (none: it is up to date)."""
+        outputs, stale = self._stale(task)
+        return {key: loc for key, loc in outputs.items() if key in stale}
+
     def _stale(self, task: Task) -> tuple[dict[str, Location], set[str]]:
         """The outputs ``task`` would have, by key, and the keys of those not up to date."""
         settings = task.settings or self.settings

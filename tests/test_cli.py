@@ -434,3 +434,13 @@ def test_a_short_option_means_the_same_in_every_command(tmp_path):
     lines = [run("enqueue", "--dry-run", flag, tmp_path / "out", src) for flag in ("-o", "--output", "--output-dir")]
     assert all(r.returncode == 0 for r in lines), lines[0].stderr
     assert {json.loads(r.stdout)["outputDir"] for r in lines} == {str(tmp_path / "out")}
+
+
+def test_dry_run_names_only_the_outputs_a_changed_option_would_redo(tmp_path):
+    photo(tmp_path / "a.png", 300, 200)
+    assert run("process", tmp_path, "--backend", "cpu", "--effort", "0").returncode == 0
+    r = run("process", tmp_path, "--backend", "cpu", "--effort", "0", "--thumb-width", "100", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{tmp_path / 'a.png'}: would write {tmp_path / 'processed' / 'a_thumbnail.webp'}"
+    r = run("process", tmp_path, "--backend", "cpu", "--effort", "0", "--dry-run")
+    assert "up to date" in r.stdout and "0 to process" in r.stderr

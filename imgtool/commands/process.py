@@ -253,15 +253,17 @@ def _dry_run(inputs: "_Inputs", settings, force, as_json) -> int:
         click.echo(f"Error: {err}", err=True)
     n = 0
     for task in inputs.tasks():
-        status = "skipped" if not force and pipe.up_to_date(task) else "planned"
+        # Without --force, only what is not up to date (made with other settings, or older) would be written.
+        writes = pipe.outputs(task) if force else pipe.stale_outputs(task)
+        status = "planned" if writes else "skipped"
         n += status == "planned"
+        shown = writes or pipe.outputs(task)
         if as_json:
             click.echo(json.dumps({"input": str(task.src), "jobId": task.job_id, "status": status,
-                                   "outputs": {op: str(p) for op, p in pipe.outputs(task).items()}}))
+                                   "outputs": {op: str(p) for op, p in shown.items()}}))
         else:
-            verb = "up to date" if status == "skipped" else "would write"
-            outs = ", ".join(str(p) for p in pipe.outputs(task).values())
-            click.echo(f"{task.src}: {verb} {outs}")
+            verb = "would write" if writes else "up to date"
+            click.echo(f"{task.src}: {verb} {', '.join(str(p) for p in shown.values())}")
     failures = list(inputs.failures())
     for res in failures:
         click.echo(f"Error: {res.error}", err=True)
