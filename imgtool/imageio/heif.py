@@ -95,9 +95,11 @@ def check_items(data: bytes, name) -> None:
                 lib.heif_release_item_data(ctx, ctypes.byref(out))
             if err.code == HEIF_ERROR_INVALID_INPUT:
                 kind = lib.heif_item_get_item_type(ctx, item).to_bytes(4, "big").decode("latin-1").strip()
-                what = "missing" if err.subcode == HEIF_SUBERROR_END_OF_DATA else "corrupt"
-                raise CorruptImage(f"truncated or corrupt HEIF file: the data of its {kind or 'item'} item "
-                                   f"{item} (of {count} items) is {what} ({_message(err)})", name)
+                if err.subcode == HEIF_SUBERROR_END_OF_DATA:  # libheif: "Extent ... outside of file bounds"
+                    raise CorruptImage(f"truncated HEIF file: the data of its {kind or 'item'} item {item} "
+                                       f"(of {count} items) lies past the end of the file", name)
+                raise CorruptImage(f"corrupt HEIF file: its {kind or 'item'} item {item} cannot be read "
+                                   f"({_message(err)})", name)
             # Anything else (an item type this libheif does not know) is for the decode to judge.
     finally:
         lib.heif_context_free(ctx)
