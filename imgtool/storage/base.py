@@ -114,6 +114,14 @@ class Store(abc.ABC):
         TransientIOError when it cannot be read.
         """
 
+    def prefetch(self, location: Location, skip: Callable[[], bool] | None = None) -> None:
+        """A hint: ``location`` will be opened soon (unless ``skip()`` says it need not be).
+
+        A store whose reads are slow (over a network) starts fetching it on
+        threads of its own, bounded; ``open_input`` then takes the data.  The
+        default does nothing.
+        """
+
     @abc.abstractmethod
     def list_images(self, root: Location, *, ordered: bool = True, rank: Rank | None = None,
                     on_error: OnListError | None = None) -> Iterator[Location]:
@@ -146,6 +154,9 @@ class Store(abc.ABC):
         """Remove outputs, ignoring those already gone."""
 
     @abc.abstractmethod
+    def fresh(self, src: Location, outputs: Mapping[Location, str]) -> bool:
+        """True when every output exists and is up to date with ``src`` (see ``stale``)."""
+
     def stale(self, src: Location, outputs: Mapping[Location, str]) -> list[Location]:
         """The outputs that are not up to date with ``src``, in the order given.
 
@@ -156,11 +167,14 @@ class Store(abc.ABC):
         record is stale.  Where a store keeps the record is its own choice
         (the local store: an extended attribute, else an index file of its
         own; an object store: the object's metadata).
-        """
 
-    def fresh(self, src: Location, outputs: Mapping[Location, str]) -> bool:
-        """True when every output exists and is up to date with ``src`` (see ``stale``)."""
-        return not self.stale(src, outputs)
+        This default asks ``fresh`` of them all at once, then, only when they
+        are not all fresh, of each: a store that can tell them apart in one
+        go overrides it.
+        """
+        if self.fresh(src, outputs):
+            return []
+        return [loc for loc, fp in outputs.items() if not self.fresh(src, {loc: fp})]
 
     # -- confinement --------------------------------------------------------------
 

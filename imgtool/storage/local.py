@@ -181,6 +181,9 @@ class LocalStore(Store):
             except OSError:
                 pass
 
+    def fresh(self, src, outputs: Mapping[Location, str]) -> bool:
+        return not self.stale(src, outputs)
+
     def stale(self, src, outputs: Mapping[Location, str]) -> list[Location]:
         """Outputs missing, a link, older than ``src`` (its mtime), or recorded with another fingerprint."""
         try:
