@@ -211,3 +211,18 @@ def test_the_factory_picks_the_store_from_the_location(monkeypatch):
     assert type(storage.for_location("mem://bucket/a.jpg")) is _Prefixed
     assert storage.location("mem://bucket/a.jpg") == "mem://bucket/a.jpg"
     assert type(storage.for_location("/bucket/a.jpg")) is LocalStore
+
+
+def test_an_index_that_cannot_be_written_costs_a_redo_not_the_outputs(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(index.FORCE_INDEX_ENV, "1")
+    src = tmp_path / "a.jpg"
+    src.write_bytes(b"x")
+    os.utime(src, ns=(10**9, 10**9))
+    out = tmp_path / "p" / "a_blur.webp"
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / index.INDEX_NAME).mkdir()  # in the way: the append fails (EISDIR), as a foreign file would
+    with caplog.at_level("WARNING", logger="imgtool"):
+        _put(out, "blur;q=80")
+    assert out.read_bytes() == b"y"  # written and kept
+    assert "not recorded" in caplog.text
+    assert not STORE.fresh(src, {out: "blur;q=80"})  # so the next run redoes it

@@ -8,6 +8,7 @@ allowed roots; reading and writing then use the resolved path.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat as statmod
 from pathlib import Path
@@ -22,8 +23,10 @@ from ..errors import (
     from_os_error,
 )
 from .base import Input, Location, OnListError, Output, Rank, Store
-from .index import INDEX, get_xattr, set_xattr
+from .index import INDEX, INDEX_NAME, get_xattr, set_xattr
 from .names import is_image_name, is_walked_folder
+
+log = logging.getLogger("imgtool")
 
 # Up to this many images in one folder are ordered by their headers' pixel counts
 # (reading every header then costs nothing next to the work); past it, by size.
@@ -167,7 +170,10 @@ class LocalStore(Store):
                 try:
                     INDEX.record(folder, [(name, fp, os.lstat(p)) for name, fp, p in entries])
                 except OSError as exc:
-                    raise from_os_error(exc, folder / ".imgtool-index", writing=True) from exc
+                    # The outputs are whole and in place; without their record they are only
+                    # redone by the next run.  Not worth failing the job for.
+                    log.warning("%s: the settings of %d outputs not recorded (%s): the next run redoes them",
+                                folder / INDEX_NAME, len(entries), exc.strerror or exc)
         except BaseException:
             # write_atomic names OS failures itself; here only undo this attempt.
             self.remove(written)
