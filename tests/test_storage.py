@@ -226,3 +226,19 @@ def test_an_index_that_cannot_be_written_costs_a_redo_not_the_outputs(tmp_path, 
     assert out.read_bytes() == b"y"  # written and kept
     assert "not recorded" in caplog.text
     assert not STORE.fresh(src, {out: "blur;q=80"})  # so the next run redoes it
+
+
+def test_an_oversized_index_is_not_read_and_is_started_afresh(tmp_path, monkeypatch):
+    monkeypatch.setenv(index.FORCE_INDEX_ENV, "1")
+    monkeypatch.setattr(index, "MAX_INDEX_BYTES", 4096)
+    src = tmp_path / "a.jpg"
+    src.write_bytes(b"x")
+    os.utime(src, ns=(10**9, 10**9))
+    out = tmp_path / "p" / "a_blur.webp"
+    _put(out, "blur;q=80")
+    with open(tmp_path / "p" / index.INDEX_NAME, "ab") as f:
+        f.write(b"\n" * 5000)  # past the bound: a hostile or broken index
+    assert not STORE.fresh(src, {out: "blur;q=80"})
+    _put(out, "blur;q=80")
+    assert (tmp_path / "p" / index.INDEX_NAME).stat().st_size < 4096
+    assert STORE.fresh(src, {out: "blur;q=80"})

@@ -45,6 +45,9 @@ FORCE_INDEX_ENV = "IMGTOOL_SETTINGS_INDEX"
 COMPACT_SLACK = 256
 # Folders whose index this process keeps parsed.
 CACHED_FOLDERS = 64
+# An index larger than this is not read (its records count as missing: outputs are redone) and is
+# started afresh by the next record; a folder's real index stays far below it (~100 bytes an output).
+MAX_INDEX_BYTES = 64 << 20
 
 # errnos that mean "this filesystem (or this file) keeps no user xattrs".  Not ENOSPC:
 # a full disk is the output's failure, named as such.
@@ -106,6 +109,14 @@ class SettingsIndex:
             for name, fp, st in written)
         index = folder / INDEX_NAME
         with _FolderLock(folder):
+            try:
+                oversized = os.stat(index).st_size > MAX_INDEX_BYTES
+            except FileNotFoundError:
+                oversized = False
+            if oversized:  # not ours to read: start afresh
+                from .local import write_atomic
+
+                write_atomic(index, b"")
             fd = os.open(index, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
             try:
                 os.write(fd, lines)  # one write with O_APPEND: never interleaved with another's
@@ -126,6 +137,8 @@ class SettingsIndex:
         try:
             st = os.stat(index)
         except OSError:
+            return {}, 0
+        if st.st_size > MAX_INDEX_BYTES:
             return {}, 0
         ident = (st.st_dev, st.st_ino)
         with self._lock:
