@@ -93,14 +93,13 @@ def check_items(data: bytes, name) -> None:
                                               ctypes.byref(size))
             if out:
                 lib.heif_release_item_data(ctx, ctypes.byref(out))
-            if err.code == HEIF_ERROR_INVALID_INPUT:
+            if err.code == HEIF_ERROR_INVALID_INPUT and err.subcode == HEIF_SUBERROR_END_OF_DATA:
+                # libheif: "Extent in iloc box references data outside of file bounds".
                 kind = lib.heif_item_get_item_type(ctx, item).to_bytes(4, "big").decode("latin-1").strip()
-                if err.subcode == HEIF_SUBERROR_END_OF_DATA:  # libheif: "Extent ... outside of file bounds"
-                    raise CorruptImage(f"truncated HEIF file: the data of its {kind or 'item'} item {item} "
-                                       f"(of {count} items) lies past the end of the file", name)
-                raise CorruptImage(f"corrupt HEIF file: its {kind or 'item'} item {item} cannot be read "
-                                   f"({_message(err)})", name)
-            # Anything else (an item type this libheif does not know) is for the decode to judge.
+                raise CorruptImage(f"truncated HEIF file: the data of its {kind or 'item'} item {item} "
+                                   f"(of {count} items) lies past the end of the file", name)
+            # Anything else (an item without data of its own, a type this libheif does not know)
+            # is for the decode to judge: only a cut-off file is said here.
     finally:
         lib.heif_context_free(ctx)
 
