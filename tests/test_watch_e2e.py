@@ -228,8 +228,10 @@ def test_files_moved_in_or_written_into_new_folders_are_processed_at_once(start,
         p.parent.mkdir()
         p.write_bytes(jpeg_bytes(seed=20 + i))
         landed.append(p)
-    # Whole on arrival: each is processed without the close that never comes (how soon:
-    # bench/watch_latency.py).
+    # Whole on arrival: each is taken without the close that never comes.  That it is taken
+    # after the settle time, not NO_CLOSE_QUIET, is tests/test_watcher.py's (on a fake clock,
+    # test_a_file_created_with_content_and_no_write_after_came_in_whole); how soon,
+    # bench/watch_latency.py's.
     assert wait_until(lambda: all(w.done(p) for p in landed)), w.stderr()
     time.sleep(0.5)
     assert len(w.records) == len(landed)
