@@ -28,7 +28,7 @@ _imgtool() {
                 '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
                 '--ops[Operations the jobs ask for, comma-separated.]:value:(thumbnail blur low-quality)' \
-                '(-o --output-dir)'{-o,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\].]:dir:_files -/' \
+                '(-o --output --output-dir)'{-o,--output,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\]; --output-dir is the older name.]:dir:_files -/' \
                 '--options[Per-operation parameters, e.g. '\''{"thumbnail"\: {"width"\: 320}}'\''.]:value:' \
                 '(-n --dry-run)'{-n,--dry-run}'[Print the jobs (one JSON line each) instead of pushing them.]' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
@@ -66,7 +66,7 @@ _imgtool() {
             _arguments -s \
                 '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
-                '(-w --workers)'{-w,--workers}'[Jobs processed at once (threads sharing one backend and GPU).]:value:' \
+                '(-w -j --workers --jobs)'{-w,-j,--workers,--jobs}'[Jobs processed at once (threads sharing one backend and GPU); -j/--jobs as in process and watch.]:value:' \
                 '--max-retries[Retries of a job whose error is retryable before it goes to image\:failed.]:value:' \
                 '--allow-root[Only read and write under DIR, after resolving symlinks, or under an s3\:// prefix (repeatable) \[default\: $IMGTOOL_ALLOW_ROOTS, '\''\:'\''-separated\].]:value:' \
                 '--drain-timeout[On SIGTERM/SIGINT, seconds to let in-flight jobs finish before putting them back.]:value:' \

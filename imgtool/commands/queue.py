@@ -73,8 +73,9 @@ def _positive(ctx, param, value):
 
 @click.command()
 @redis_options
-@click.option("-w", "--workers", type=click.IntRange(1, MAX_JOBS), default=D.DEFAULT_WORKERS, show_default=True,
-              help="Jobs processed at once (threads sharing one backend and GPU).")
+@click.option("-w", "-j", "--workers", "--jobs", "workers", type=click.IntRange(1, MAX_JOBS),
+              default=D.DEFAULT_WORKERS, show_default=True,
+              help="Jobs processed at once (threads sharing one backend and GPU); -j/--jobs as in process and watch.")
 @click.option("--max-retries", type=click.IntRange(0), default=D.DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries of a job whose error is retryable before it goes to image:failed.")
 @click.option("--allow-root", "allow_roots", multiple=True, metavar="DIR|s3://BUCKET/PREFIX",
@@ -197,8 +198,9 @@ def make_job(src, operations, output_dir=None, options=None) -> dict:
 @redis_options
 @click.option("--ops", "operations", type=OpsList(), default=",".join(ops.names()), show_default=True,
               help="Operations the jobs ask for, comma-separated.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
-              help="outputDir of every job [default: processed/ beside each input, as the upload server does].")
+@click.option("-o", "--output", "--output-dir", "output_dir", type=click.Path(file_okay=False), default=None,
+              help="outputDir of every job [default: processed/ beside each input, as the upload server does]; "
+                   "--output-dir is the older name.")
 @click.option("--options", "options", metavar="JSON", default=None, callback=_options_json,
               help='Per-operation parameters, e.g. \'{"thumbnail": {"width": 320}}\'.')
 @click.option("-n", "--dry-run", is_flag=True, help="Print the jobs (one JSON line each) instead of pushing them.")
