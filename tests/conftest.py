@@ -1,7 +1,11 @@
 """Shared fixtures.
 
 redis_server / redis_server_aof: a real redis-server on a free port in a temporary
-folder, killed at the end.  The queue tests need it: when redis-server is
+folder, killed at the end.  Each has the user ``imgtool`` with exactly the
+permissions of imgtool.queue.acl; ``.address`` is a URL as that user, and the
+queue tests give it to every worker, enqueue and status they run, so the ACL
+line the README gives is what the whole queue suite runs under (``.client()``,
+for the tests' own looking, is the default user).  The queue tests need it: when redis-server is
 missing they FAIL (scripts/test.sh and .ci/run install it), never skip.
 
 seaweed: one real SeaweedFS (``weed server`` with S3, tests/seaweed.py) for the
@@ -26,6 +30,15 @@ from pathlib import Path
 import pytest
 
 REDIS_START_TIMEOUT = 10.0
+# The user the queue runs as in the tests, with exactly imgtool.queue.acl's rules.
+ACL_USER = "imgtool"
+ACL_PASSWORD = "imgtool-test-pw"
+
+
+def create_acl_user(client, prefix: str = "image") -> None:
+    from imgtool.queue.acl import acl_rules
+
+    client.execute_command("ACL", "SETUSER", ACL_USER, "reset", "on", f">{ACL_PASSWORD}", *acl_rules(prefix))
 
 
 def _redis_server_binary() -> str:
@@ -60,7 +73,8 @@ class RedisServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """The URL the queue's commands get: as the ACL user."""
+        return f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
@@ -77,6 +91,7 @@ class RedisServer:
         while True:
             try:
                 if client.ping():
+                    create_acl_user(client)
                     return self
             except Exception:  # noqa: BLE001 - not up yet (or still loading its AOF)
                 pass
