@@ -351,6 +351,22 @@ def check_prefix(target: Target, keys) -> None:
             f"(the producer then pushes to {{{keys.prefix}}}:jobs)")
 
 
+def follow_master(client) -> None:
+    """A Sentinel-managed client asks the sentinels where the master is now.
+
+    redis-py asks only when it opens a connection, so after SENTINEL FAILOVER
+    (where the old master lives on, taking writes, until the sentinels demote it
+    seconds later) its pooled connections would keep writing to the old master.
+    When the answer changed, idle connections are dropped at once and in-use
+    ones when they are handed back.  Nothing for other clients.
+    """
+    from redis.sentinel import SentinelConnectionPool
+
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        pool.get_master_address()
+
+
 def direct_client(client, key: str):
     """A plain client on the node holding ``key`` (the client itself unless it is a RedisCluster).
 

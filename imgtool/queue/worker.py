@@ -28,7 +28,8 @@ from ..errors import ImgtoolError
 from ..ops import Settings
 from ..pipeline import Interrupted, Pipeline, Signals, Task
 from . import jobs as jobs_mod
-from .connection import CONNECTION_ERRORS, Target, backoff_delay, check_prefix, connect, parse_target
+from .connection import (CONNECTION_ERRORS, Target, backoff_delay, check_prefix, connect, follow_master,
+                         parse_target)
 from .defaults import (
     DEFAULT_DONE_CAP,
     DEFAULT_DRAIN_TIMEOUT,
@@ -422,6 +423,7 @@ class Worker:
             self._state_changed.wait(max(0.0, next_tick - time.monotonic()))
 
     def _tick(self, now: float, interval: float) -> None:
+        follow_master(self.client)
         if not self._draining.is_set():
             while self.proto.promote_due() >= PROMOTE_BATCH:
                 pass
