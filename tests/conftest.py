@@ -186,3 +186,43 @@ def _seaweed_dir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real 3-master + 3-replica Redis Cluster (tests/redis_topologies.py) for the session.
+
+    Tests may migrate the queue's slot and fail masters over: each finds the
+    current owner through the fixture's methods, never a fixed node.
+    """
+    from redis_topologies import Cluster, start_or_fail
+
+    cluster = start_or_fail(Cluster(tmp_path_factory.mktemp("cluster")), "cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster):
+    """The session's cluster, healthy and empty."""
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()
+    yield redis_cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels(tmp_path_factory):
+    """A real master + replica + 3 sentinels (tests/redis_topologies.py) for the session."""
+    from redis_topologies import SentinelSet, start_or_fail
+
+    sentinels = start_or_fail(SentinelSet(tmp_path_factory.mktemp("sentinel")), "Sentinel set")
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture
+def sentinel(redis_sentinels):
+    """The session's Sentinel set, with a master and an empty database."""
+    redis_sentinels.wait_formed(strict=False)
+    redis_sentinels.client().flushall()
+    yield redis_sentinels
