@@ -57,6 +57,8 @@ def classify(exc: BaseException, target: Target | None = None) -> tuple[str, str
     if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in upper:
         return PERMISSION, (f"Redis user {user!r} lacks a permission the worker needs ({text}); "
                             f"grant the ACL in the README (imgtool.queue.acl)")
+    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)):
+        text = f"{'MOVED' if isinstance(exc, redis.exceptions.MovedError) else 'ASK'} {text}"
     if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or _redirect_text(upper):
         return REDIRECT, (f"Redis at {where} redirected a command ({_redirect_excerpt(text)}) and this client "
                           f"cannot follow it: use redis+cluster://host:port,... (or let the worker run INFO "
