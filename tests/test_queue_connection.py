@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from imgtool.queue.connection import TLS, parse_target, redact, resolve_url
@@ -80,3 +82,73 @@ def test_errors_are_named_by_cause():
     assert state == REDIRECT and "MOVED 4881 10.0.0.2:7000" in line
     state, _ = classify(redis.exceptions.ConnectionError("Connection refused"), t)
     assert state == UNREACHABLE
+
+
+def test_tls_with_a_ca_and_a_client_certificate(tmp_path):
+    """A real redis-server on TLS only, asking for client certificates: the options are all it takes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import trustme
+
+    from conftest import ACL_PASSWORD, ACL_USER, _redis_server_binary, create_acl_user, free_port
+    from test_queue_worker import make_image
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("localhost", "127.0.0.1")
+    client_cert = ca.issue_cert("imgtool-worker")
+    ca_file, server_pem, client_pem = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+    port = free_port()
+    proc = subprocess.Popen([_redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", str(server_pem), "--tls-key-file", str(server_pem),
+                             "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "yes",
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        admin = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca_file),
+                            ssl_certfile=str(client_pem), ssl_keyfile=str(client_pem), socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                admin.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        create_acl_user(admin)
+        url = f"rediss://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{port}/0"
+        cli = [sys.executable, "-m", "imgtool"]
+        src = make_image(tmp_path / "up" / "t.png")
+        env = dict(os.environ, IMGTOOL_REDIS_CA=str(ca_file), IMGTOOL_REDIS_CERT=str(client_pem),
+                   IMGTOOL_REDIS_KEY=str(client_pem))
+        res = subprocess.run([*cli, "enqueue", "--redis", url, "--ops", "thumbnail", str(src)],
+                             capture_output=True, text=True, timeout=60, env=env)  # the env forms
+        assert res.returncode == 0, res.stderr
+        assert admin.llen("image:jobs") == 1
+        # without the client certificate the server refuses: one line, exit 1
+        res = subprocess.run([*cli, "status", "--redis", url, "--redis-ca", str(ca_file)],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and res.stderr.startswith("Error: cannot reach Redis") and "Traceback" not in res.stderr
+        w = subprocess.Popen([*cli, "queue", "--redis", url, "--backend", "cpu", "--redis-ca", str(ca_file),
+                              "--redis-cert", str(client_pem), "--redis-key", str(client_pem)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while admin.llen("image:done") == 0:
+                assert time.monotonic() < deadline and w.poll() is None, "the job was not done over TLS"
+                time.sleep(0.1)
+            assert json.loads(admin.lindex("image:done", 0))["status"] == "done"
+        finally:
+            w.kill()
+            w.wait(10)
+    finally:
+        proc.kill()
+        proc.wait(10)
