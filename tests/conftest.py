@@ -29,16 +29,10 @@ from pathlib import Path
 
 import pytest
 
+# The queue's user and its ACL, free ports: shared with the topologies (and bench/soak.py).
+from redis_topologies import ACL_PASSWORD, ACL_USER, create_acl_user, free_port  # noqa: F401
+
 REDIS_START_TIMEOUT = 10.0
-# The user the queue runs as in the tests, with exactly imgtool.queue.acl's rules.
-ACL_USER = "imgtool"
-ACL_PASSWORD = "imgtool-test-pw"
-
-
-def create_acl_user(client, prefix: str = "image") -> None:
-    from imgtool.queue.acl import acl_rules
-
-    client.execute_command("ACL", "SETUSER", ACL_USER, "reset", "on", f">{ACL_PASSWORD}", *acl_rules(prefix))
 
 
 def _redis_server_binary() -> str:
@@ -47,12 +41,6 @@ def _redis_server_binary() -> str:
             return candidate
     pytest.fail("redis-server is not installed: the queue tests need it "
                 "(bash scripts/test.sh installs it from the system's packages)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -10,8 +10,9 @@
   (SENTINEL FAILOVER), ``kill_master()`` SIGKILLs the master and waits for
   the promotion, then starts the old master again (the sentinels make it a replica).
 
-Every data node has the ACL user of conftest (imgtool.queue.acl's rules for the
-topology's prefix); ``url`` names it.
+Every data node has the ACL user ``imgtool`` (imgtool.queue.acl's rules for
+the topology's prefix); ``url`` names it.  Used by the tests (conftest's
+fixtures) and by ``python -m bench.soak --topology``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,34 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
-from conftest import ACL_PASSWORD, ACL_USER, _redis_server_binary, create_acl_user, free_port
+# The user the queue runs as, with exactly imgtool.queue.acl's rules (tests and bench alike).
+ACL_USER = "imgtool"
+ACL_PASSWORD = "imgtool-test-pw"
+
+
+def create_acl_user(client, prefix: str = "image") -> None:
+    from imgtool.queue.acl import acl_rules
+
+    client.execute_command("ACL", "SETUSER", ACL_USER, "reset", "on", f">{ACL_PASSWORD}", *acl_rules(prefix))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_server_binary() -> str:
+    import os
+    import shutil
+
+    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise AssertionError("redis-server is not installed: the queue tests need it "
+                         "(bash scripts/test.sh installs it from the system's packages)")
 
 FORM_TIMEOUT = 30.0
 SLOTS = 16384
@@ -380,6 +405,8 @@ class SentinelSet:
 
 
 def start_or_fail(topology, what: str):
+    import pytest
+
     try:
         return topology.start()
     except AssertionError as exc:
