@@ -208,7 +208,10 @@ def _sentinel_200(sentinel, workers, tmp_path, disrupt, label):
         _start(workers, sentinel.url, [], "-w", "4", env=env)
     workers.wait_for(lambda: r.llen(keys.done) >= 40, 60, "some jobs done before the failover")
     disrupt()
-    assert r.llen(keys.done) < n, "the failover ran after the jobs were done: nothing was tested"
+    before = r.llen(keys.done)
+    assert before < n, "the failover ran after the jobs were done: nothing was tested"
+    # working on the new master within seconds (jobs take 0.2 s, 8 at a time)
+    workers.wait_for(lambda: r.llen(keys.done) >= before + 8, 15, "jobs done on the new master")
 
     def settled():
         try:
@@ -232,3 +235,12 @@ def test_sentinel_failover_200_jobs_none_missing(sentinel, workers, tmp_path):
 
 def test_sentinel_master_sigkilled_200_jobs_none_missing(sentinel, workers, tmp_path):
     _sentinel_200(sentinel, workers, tmp_path, sentinel.kill_master, "master SIGKILLed")
+
+
+def test_a_sentinels_address_given_as_a_server_is_refused(sentinel):
+    """Not `unknown command` forever: one line saying what to write instead."""
+    res = subprocess.run([sys.executable, "-m", "imgtool", "status", "--redis",
+                          f"redis://{sentinel.sentinels[0].address}"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    [line] = [x for x in res.stderr.splitlines() if x.startswith("Error: ")]
+    assert "is a Redis Sentinel" in line and "redis+sentinel://" in line and "<master-name>" in line

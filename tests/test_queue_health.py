@@ -153,7 +153,7 @@ def test_metrics_operators_look_at_first(redis_server, workers, tmp_path):
     assert m[("imgtool_queue_job_wait_seconds_sum", ())] >= 119
     assert m[("imgtool_queue_retry_scheduled", ())] == 0
     assert m[("imgtool_build_info", (("backend", "cpu"), ("version", __version__)))] == 1
-    assert m[("imgtool_queue_worker_state", (("imgtool_queue_worker_state", "busy"),))] == 1
+    assert m[("imgtool_queue_worker_state", (("state", "busy"),))] == 1
     assert m[("process_resident_memory_bytes", ())] > 0 and ("process_cpu_seconds_total", ()) in m
     r.delete(K.jobs)
     workers.wait_for(lambda: metrics_of(port)[("imgtool_queue_oldest_job_age_seconds", ())] == 0, 10,

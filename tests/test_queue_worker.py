@@ -654,7 +654,7 @@ def test_two_workers_four_jobs_each_500_jobs_once_each(redis_server, workers, tm
         assert sum(m[("imgtool_queue_operations_total", (("operation", op), ("result", "done")))] for m in ms) == n
     assert sum(m[("imgtool_queue_job_duration_seconds_count", (("result", "done"),))] for m in ms) == n
     assert all(m[("imgtool_queue_redis_up", ())] == 1 for m in ms)
-    assert all(m[("imgtool_queue_worker_state", (("imgtool_queue_worker_state", "idle"),))] == 1 for m in ms)
+    assert all(m[("imgtool_queue_worker_state", (("state", "idle"),))] == 1 for m in ms)
     assert all(any(k[0] == "imgtool_queue_backend_info" and ("backend", "cpu") in k[1] for k in m) for m in ms)
     assert all(healthz(p) == 200 for p in ports)
     for w in ws:

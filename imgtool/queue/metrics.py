@@ -42,7 +42,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client import generate_latest
 
 from prometheus_client import ProcessCollector
@@ -74,8 +74,12 @@ class Metrics:
                                   buckets=JOB_DURATION_BUCKETS, registry=r)
         self.depth = Gauge("imgtool_queue_depth", "Length of each monitored list.", ["queue"], registry=r)
         self.in_flight = Gauge("imgtool_queue_in_flight", "Jobs this worker holds now.", registry=r)
-        self.state = Enum("imgtool_queue_worker_state", "The worker's state.", states=list(STATES),
-                          registry=r)
+        # A gauge per state (1 for the current one) labelled ``state``, as dashboards
+        # expect: prometheus_client's Enum would name the label after the metric.
+        self.state = Gauge("imgtool_queue_worker_state", "The worker's state: 1 for the current one.",
+                           ["state"], registry=r)
+        for name in STATES:
+            self.state.labels(name).set(0)
         self.redis_up = Gauge("imgtool_queue_redis_up", "1 while Redis answers.", registry=r)
         self.backend = Info("imgtool_queue_backend", "The image backend in use.", registry=r)
         self.oldest_age = Gauge("imgtool_queue_oldest_job_age_seconds",
@@ -151,7 +155,8 @@ class Metrics:
         return 0.0 if ts is None else max(0.0, time.time() - ts / 1000)
 
     def set_state(self, state: str) -> None:
-        self.state.state(state)
+        for name in STATES:
+            self.state.labels(name).set(1 if name == state else 0)
 
     def set_redis_up(self, up: bool) -> None:
         self.redis_up.set(1 if up else 0)
