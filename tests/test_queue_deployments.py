@@ -135,6 +135,25 @@ def test_enqueue_and_status(deployment, workers, tmp_path):
     assert json.loads(res.stdout)["lists"][keys.jobs] == 3
 
 
+def test_min_replicas_ack_waits_for_a_replica(deployment, workers, tmp_path):
+    url, prefix_args, r, _ = deployment
+    keys = Keys(prefix_args[1] if prefix_args else "image")
+    src = make_image(tmp_path / "in" / "a.png")
+    r.rpush(keys.jobs, *[json.dumps(_job(f"a{i}", src, tmp_path / "out")) for i in range(5)])
+    w = _start(workers, url, prefix_args, "-w", "2", "--min-replicas-ack", "1")
+    workers.wait_for(lambda: r.llen(keys.done) == 5, 60, "the jobs done, each result on a replica")
+    assert "replica(s) acknowledged" not in w.text()  # each WAIT saw its replica
+
+
+def test_min_replicas_ack_without_replicas_warns_and_records(redis_server, workers, tmp_path):
+    r = redis_server.client()
+    keys = Keys()
+    r.rpush(keys.jobs, json.dumps(_job("lonely", make_image(tmp_path / "a.png"), tmp_path / "out")))
+    w = workers.start(redis_server, "--min-replicas-ack", "1")
+    workers.wait_for(lambda: r.llen(keys.done) == 1, 30, "the job recorded all the same")
+    workers.wait_for(lambda: "only 0 of 1 replica(s) acknowledged" in w.text(), 10, "the warning")
+
+
 # ----------------------------------------------------------------------------- the cluster
 
 

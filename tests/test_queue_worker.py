@@ -695,7 +695,7 @@ def test_enqueue_and_status(redis_server, workers, tmp_path):
         st = json.loads(res.stdout)
         return st if st["workers"] and st["workers"][0]["state"] == "busy" else None
 
-    st = workers.wait_for(status_json, 10, "status to show the worker busy (refreshed with the heartbeat)")
+    st = workers.wait_for(status_json, 10, "status to show the worker busy")
     assert st["lists"] == {"image:jobs": 0, "image:retry": 0, "image:done": 0, "image:failed": 0}
     [row] = st["workers"]
     assert row["alive"] and row["state"] == "busy" and row["inFlight"] == 2 and row["backend"] == "cpu"

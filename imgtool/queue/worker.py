@@ -398,7 +398,7 @@ class Worker:
                     next_beat = now + interval
                 if now >= next_tick:
                     next_tick = now + tick
-                    self._tick(now, interval)
+                    self._tick()
                     if now >= next_recovery and not self._draining.is_set():
                         self._recover_dead()
                         next_recovery = now + interval
@@ -422,7 +422,8 @@ class Worker:
                 break
             self._state_changed.wait(max(0.0, next_tick - time.monotonic()))
 
-    def _tick(self, now: float, interval: float) -> None:
+    def _tick(self) -> None:
+        """Every second: follow a Sentinel failover, promote due retries, read the metrics."""
         follow_master(self.client)
         if not self._draining.is_set():
             while self.proto.promote_due() >= PROMOTE_BATCH:
