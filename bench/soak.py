@@ -367,6 +367,7 @@ def soak(args, kill_every: float) -> dict:
             except Exception:  # noqa: BLE001 - counted
                 bad_outputs += 1
     deployment.stop()
+    ran_twice, outage = runs_from_logs(logs)
     result = {
         "topology": args.topology, "disruption": deployment.label, "min_replicas_ack": args.min_replicas_ack,
         "kill_every": kill_every,
@@ -374,13 +375,36 @@ def soak(args, kill_every: float) -> dict:
         "jobs_per_s": round(args.jobs / seconds, 1), "worker_kills": kills, "workers_started": started,
         "redis_disruptions": int(disrupted), "stranded_jobs": stranded,
         "done": len(done_entries), "failed": len(failed_entries), "lost": len(lost),
-        "duplicates": duplicates, "poison_pills": poison, "other_failed": other_failed,
+        "duplicates": duplicates, "ran_twice": ran_twice, "longest_outage_s": outage, "poison_pills": poison, "other_failed": other_failed,
         "bad_outputs": bad_outputs,
     }
     if lost:
         print("lost:", lost[:20], file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def runs_from_logs(logs: Path) -> tuple[int, float]:
+    """(jobs whose result was recorded more than once, longest Redis outage a worker logged).
+
+    A result recorded on a master that failed before passing it on is gone
+    from the new master, so that job runs (and is recorded) again but is in
+    image:done once: only the workers' logs ("queue: done <jobId>") show it.
+    The outage is the worker's own "working again ... after N s".
+    """
+    import re
+
+    done = collections.Counter()
+    outage = 0.0
+    for f in logs.glob("worker-*.log"):
+        for line in f.read_text(errors="replace").splitlines():
+            m = re.search(r"queue: done (\S+) \(", line)
+            if m:
+                done[m.group(1)] += 1
+            m = re.search(r"redis: working again at .* after ([0-9.]+) s", line)
+            if m:
+                outage = max(outage, float(m.group(1)))
+    return sum(1 for n in done.values() if n > 1), outage
 
 
 def worker_id_of(r, keys, pid: int) -> str | None:
@@ -405,17 +429,19 @@ def write_results(args, results) -> None:
                              capture_output=True, text=True).stdout.split()[2][2:]
     when = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     rows = [[f"{res['kill_every']:g} s", res["jobs"], res["seconds"], res["jobs_per_s"], res["worker_kills"],
-             res["stranded_jobs"], res["redis_disruptions"], res["done"], res["failed"], res["lost"],
-             res["duplicates"], res["poison_pills"], res["bad_outputs"]] for res in results]
+             res["stranded_jobs"], res["redis_disruptions"], res["longest_outage_s"], res["done"], res["failed"],
+             res["lost"], res["duplicates"], res["ran_twice"], res["poison_pills"], res["bad_outputs"]]
+            for res in results]
     head = ["SIGKILL every", "jobs", "seconds", "jobs/s", "worker SIGKILLs", "jobs in flight at the kills",
-            "Redis restarts" if args.topology == "single" else "failovers", "done", "failed", "lost",
-            "duplicates", "poison pills", "outputs not decodable"]
+            "Redis restarts" if args.topology == "single" else "failovers", "longest outage a worker saw (s)",
+            "done", "failed", "lost", "duplicates", "ran twice", "poison pills", "outputs not decodable"]
     common = f"""{args.workers} worker processes x `-w {args.threads}`, `--heartbeat-ttl
 {args.heartbeat_ttl}`, `--max-recoveries {args.max_recoveries}`, ops `{args.ops}` on small PNGs (48x32
 to 104x74), backend cpu.  In each run a random worker is SIGKILLed every few seconds (column 1)
 and replaced"""
-    legend = """lost = jobs in neither image:done nor image:failed at the end; duplicates = jobs recorded more
-than once; jobs in flight at the kills = what the killed workers' in-flight lists held, each put
+    legend = """lost = jobs in neither image:done nor image:failed at the end; duplicates = jobs in image:done
+more than once; ran twice = jobs whose result a worker recorded more than once (its log's
+`queue: done` lines: a result lost with a master counts here, not in duplicates); jobs in flight at the kills = what the killed workers' in-flight lists held, each put
 back by the surviving workers once its heartbeat expired.  Poison pills are jobs that happened to be in flight on more than
 `--max-recoveries` of the killed workers (false positives of that rule under this rate of
 killing, not lost: they are in image:failed with `error.type` `poison_pill`)."""
@@ -448,9 +474,11 @@ the jobs/s are those of this shared machine.
 
 {table(head, rows)}
 
-{legend}  On a failover, duplicates are jobs whose result the old master acknowledged
-and had not yet passed on to its replica when it stopped being master: the new master
-still has them in flight (the worker puts them back) or pending, so they run again.
+{legend}  On a failover, jobs run twice when their result was acknowledged by the old master
+and not yet passed on to its replica when it stopped being master: the new master still
+has them in flight (the worker puts them back) or pending, so they run again and are
+recorded once there. The longest outage is the longest "working again after N s" a worker
+logged: how long it took to work on the new master.
 """
     write_section(section, body, args.results)
     print(f"written to {args.results}")
