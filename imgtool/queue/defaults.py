@@ -80,6 +80,9 @@ ENQUEUE_BATCH = 500
 # is followed within a couple of seconds of the new master answering.
 RECONNECT_BASE = 0.1
 RECONNECT_CAP = 2.0
+# On Sentinel, the take loop asks the sentinels where the master is at most
+# this often (redis-py asks only when it opens a connection).
+SENTINEL_CHECK_INTERVAL = 0.5
 
 # --- Metrics ---------------------------------------------------------------------------------
 DEFAULT_METRICS_HOST = "0.0.0.0"

@@ -41,6 +41,7 @@ from .defaults import (
     DEFAULT_WORKERS,
     HEARTBEATS_PER_TTL,
     HOUSEKEEPING_INTERVAL,
+    SENTINEL_CHECK_INTERVAL,
     STATE_WRITE_MIN_INTERVAL,
     MAX_PAYLOAD_BYTES,
     PROMOTE_BATCH,
@@ -209,7 +210,7 @@ class Worker:
     def _take_loop(self) -> None:
         attempt = 0
         reconcile = True
-        next_reconcile = 0.0
+        next_reconcile = next_follow = 0.0
         pool = self.pipeline.pool
         while not self._draining.is_set():
             self.last_loop = time.monotonic()
@@ -220,6 +221,12 @@ class Worker:
             try:
                 if time.monotonic() - self._last_beat > self.config.heartbeat_ttl / 2:
                     self._beat()
+                if self.target.kind == "sentinel" and time.monotonic() >= next_follow:
+                    # After SENTINEL FAILOVER the old master takes writes until the
+                    # sentinels demote it, seconds later: what is recorded there then
+                    # is lost (the job runs again).  Asking often keeps that short.
+                    follow_master(self.client)
+                    next_follow = time.monotonic() + SENTINEL_CHECK_INTERVAL
                 if reconcile or time.monotonic() >= next_reconcile:
                     self._reconcile()
                     reconcile = False
