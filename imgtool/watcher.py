@@ -483,6 +483,7 @@ class Watcher:
             task = Task(src, default_out_dir(src))
             if from_event and not force:
                 force = self._replaced_since_outputs(task)
+            log.debug("%s: started", _rel(src, self.root))
             result = self.pipeline.process(task, force=force)
         except Interrupted:
             pass
