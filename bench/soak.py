@@ -440,8 +440,9 @@ def write_results(args, results) -> None:
 to 104x74), backend cpu.  In each run a random worker is SIGKILLed every few seconds (column 1)
 and replaced"""
     legend = """lost = jobs in neither image:done nor image:failed at the end; duplicates = jobs in image:done
-more than once; ran twice = jobs whose result a worker recorded more than once (its log's
-`queue: done` lines: a result lost with a master counts here, not in duplicates); jobs in flight at the kills = what the killed workers' in-flight lists held, each put
+more than once; ran twice = jobs run to the end more than once (the workers' `queue: done`
+lines): a result lost with a master, or a job put back from a worker that an outage longer than
+`--heartbeat-ttl` made look dead, runs again and is in image:done once; jobs in flight at the kills = what the killed workers' in-flight lists held, each put
 back by the surviving workers once its heartbeat expired.  Poison pills are jobs that happened to be in flight on more than
 `--max-recoveries` of the killed workers (false positives of that rule under this rate of
 killing, not lost: they are in image:failed with `error.type` `poison_pill`)."""
