@@ -149,10 +149,12 @@ def test_min_replicas_ack_waits_for_a_replica(deployment, workers, tmp_path):
 def test_min_replicas_ack_without_replicas_warns_and_records(redis_server, workers, tmp_path):
     r = redis_server.client()
     keys = Keys()
-    r.rpush(keys.jobs, json.dumps(_job("lonely", make_image(tmp_path / "a.png"), tmp_path / "out")))
+    src = make_image(tmp_path / "a.png")
+    r.rpush(keys.jobs, *[json.dumps(_job(f"lonely{i}", src, tmp_path / "out")) for i in range(3)])
     w = workers.start(redis_server, "--min-replicas-ack", "1")
-    workers.wait_for(lambda: r.llen(keys.done) == 1, 30, "the job recorded all the same")
+    workers.wait_for(lambda: r.llen(keys.done) == 3, 30, "the jobs recorded all the same")
     workers.wait_for(lambda: "only 0 of 1 replica(s) acknowledged" in w.text(), 10, "the warning")
+    assert w.text().count("replica(s) acknowledged") == 1  # once, not once per job
 
 
 # ----------------------------------------------------------------------------- the cluster

@@ -210,6 +210,7 @@ class Protocol:
         self.r = client
         self.keys = keys
         self.done_cap = done_cap
+        self._acks_short = False  # the last WAIT of --min-replicas-ack saw too few replicas
         self._beat = client.register_script(_BEAT)
         self._finish = client.register_script(_FINISH)
         self._promote = client.register_script(_PROMOTE)
@@ -266,9 +267,15 @@ class Protocol:
         self._finish(keys=keys, args=args, client=pipe)
         pipe.execute_command("WAIT", min_acks, REPLICA_ACK_TIMEOUT_MS)
         res, acked = pipe.execute()
-        if int(acked) < min_acks:
-            log.warning("queue: only %d of %d replica(s) acknowledged a result within %d ms "
-                        "(--min-replicas-ack)", int(acked), min_acks, REPLICA_ACK_TIMEOUT_MS)
+        short = int(acked) < min_acks
+        if short != self._acks_short:  # once per change, not once per job
+            self._acks_short = short
+            if short:
+                log.warning("queue: only %d of %d replica(s) acknowledged a result within %d ms "
+                            "(--min-replicas-ack); recording goes on without them", int(acked), min_acks,
+                            REPLICA_ACK_TIMEOUT_MS)
+            else:
+                log.info("queue: %d replica(s) acknowledge results again", int(acked))
         return bool(res)
 
     def requeue_orphan(self, worker_id: str, payload: bytes) -> bool:
