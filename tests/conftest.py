@@ -84,6 +84,7 @@ class RedisServer:
             except Exception:  # noqa: BLE001 - not up yet (or still loading its AOF)
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()  # never left running behind a failed start
                 log = self.log.read_text() if self.log.exists() else ""
                 pytest.fail(f"redis-server did not start on port {self.port}:\n{log[-2000:]}")
             time.sleep(0.02)

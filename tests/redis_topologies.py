@@ -108,7 +108,11 @@ class Node:
         cmd += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--logfile", str(self.dir / "redis.log"), "--daemonize", "no", *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: self.client().ping(), 10, f"redis-server on port {self.port}")
+        try:
+            _wait(lambda: self.client().ping(), 10, f"redis-server on port {self.port}")
+        except AssertionError:
+            self.kill()  # never left running behind a failed start
+            raise
         return self
 
     def kill(self, sig=signal.SIGKILL) -> None:
