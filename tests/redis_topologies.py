@@ -90,7 +90,9 @@ def _wait(predicate, timeout: float, what: str):
 class Node:
     """One redis-server process (data node or sentinel) on a fixed port."""
 
-    def __init__(self, workdir: Path, args: list[str], port: int | None = None, conf: str | None = None):
+    def __init__(self, workdir: Path, args: list[str], port: int | None = None, conf: str | None = None,
+                 password: str | None = None):
+        self.password = password  # the default user's, where the node asks for one (the sentinels)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -122,7 +124,8 @@ class Node:
         self.proc = None
 
     def client(self, **kw) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2, **kw)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2,
+                           password=self.password, **kw)
 
     @property
     def address(self) -> str:
@@ -299,6 +302,9 @@ def _fields(reply) -> dict:
 
 class SentinelSet:
     PREFIX = "image"
+    # The sentinels ask for a password of their own (the URL's sentinel_password),
+    # apart from the master's user and password.
+    SENTINEL_PASSWORD = "sentinel-test-pw"
 
     def __init__(self, workdir: Path):
         self.data = [Node(workdir / "master", _data_args()), Node(workdir / "replica", _data_args())]
@@ -309,13 +315,17 @@ class SentinelSet:
                     f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.data[0].port} 2\n"
                     f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
                     f"sentinel failover-timeout {MASTER_NAME} 10000\n"
-                    f"sentinel parallel-syncs {MASTER_NAME} 1\n")
-            self.sentinels.append(Node(workdir / f"sentinel{i}", [], port=port, conf=conf))
+                    f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+                    f"requirepass {self.SENTINEL_PASSWORD}\n"
+                    f"sentinel sentinel-pass {self.SENTINEL_PASSWORD}\n")
+            self.sentinels.append(Node(workdir / f"sentinel{i}", [], port=port, conf=conf,
+                                       password=self.SENTINEL_PASSWORD))
 
     @property
     def url(self) -> str:
         hosts = ",".join(s.address for s in self.sentinels)
-        return f"redis+sentinel://{ACL_USER}:{ACL_PASSWORD}@{hosts}/{MASTER_NAME}/0"
+        return (f"redis+sentinel://{ACL_USER}:{ACL_PASSWORD}@{hosts}/{MASTER_NAME}/0"
+                f"?sentinel_password={self.SENTINEL_PASSWORD}")
 
     # Replication and the sentinels use the default user (no password); the
     # queue, as the ACL user only.

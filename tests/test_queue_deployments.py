@@ -120,6 +120,19 @@ def test_a_sigkilled_workers_jobs_are_recovered(deployment, workers, tmp_path):
     assert r.llen(keys.failed) == 0 and r.llen(keys.jobs) == 0
 
 
+def test_sentinels_password_is_their_own(sentinel):
+    """The sentinels ask for a password apart from the master's: without it, one line naming them."""
+    url = sentinel.url.split("?")[0]
+    res = subprocess.run([sys.executable, "-m", "imgtool", "status", "--redis", url],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("Error: the sentinels of ") and "refused their password" in res.stderr
+    assert "sentinel_password" in res.stderr and len(res.stderr.splitlines()) == 1
+    ok = subprocess.run([sys.executable, "-m", "imgtool", "status", "--redis", sentinel.url],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_enqueue_and_status(deployment, workers, tmp_path):
     url, prefix_args, r, _ = deployment
     keys = Keys(prefix_args[1] if prefix_args else "image")
@@ -267,7 +280,8 @@ def test_sentinel_master_sigkilled_200_jobs_none_missing(sentinel, workers, tmp_
 def test_a_sentinels_address_given_as_a_server_is_refused(sentinel):
     """Not `unknown command` forever: one line saying what to write instead."""
     res = subprocess.run([sys.executable, "-m", "imgtool", "status", "--redis",
-                          f"redis://{sentinel.sentinels[0].address}"], capture_output=True, text=True, timeout=60)
+                          f"redis://:{sentinel.SENTINEL_PASSWORD}@{sentinel.sentinels[0].address}"],
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     [line] = [x for x in res.stderr.splitlines() if x.startswith("Error: ")]
     assert "is a Redis Sentinel" in line and "redis+sentinel://" in line and "<master-name>" in line

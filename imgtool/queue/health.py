@@ -49,6 +49,10 @@ def classify(exc: BaseException, target: Target | None = None) -> tuple[str, str
     upper = text.upper()
     user = target.user if target is not None else "default"
     where = target.redacted if target is not None else "Redis"
+    from redis.sentinel import MasterNotFoundError
+
+    if isinstance(exc, MasterNotFoundError):
+        return _no_master(text, target, where)
     if (isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in upper
             or "INVALID USERNAME-PASSWORD" in upper or "INVALID PASSWORD" in upper):
         return AUTH, f"Redis at {where} refused the password for user {user!r} ({text})"
@@ -69,6 +73,22 @@ def classify(exc: BaseException, target: Target | None = None) -> tuple[str, str
     if isinstance(exc, redis.exceptions.ClusterError) and "TTL" in upper:
         return REDIRECT, f"Redis Cluster at {where}: too many redirects, the client could not follow them ({text})"
     return FAILING, f"Redis at {where} answered with an error ({text})"
+
+
+def _no_master(text: str, target: Target | None, where: str) -> tuple[str, str]:
+    """redis-py's MasterNotFoundError (a repr of every sentinel's client) as one line that says why."""
+    import re
+
+    name = target.master if target is not None and target.master else "?"
+    kinds = re.findall(r" - (\w+):\w+", text)
+    if kinds and all(k == "auth" for k in kinds):
+        return AUTH, (f"the sentinels of {where} refused their password (give it as "
+                      f"?sentinel_password=..., apart from the master's)")
+    if kinds and all(k == "network" for k in kinds):
+        return UNREACHABLE, f"cannot reach Redis at {where}: unreachable (no sentinel answered)"
+    why = ", ".join(sorted(set(kinds))) if kinds else "none of them knows it"
+    return UNREACHABLE, (f"cannot reach Redis at {where}: unreachable (no sentinel named a master "
+                         f"for {name!r}: {why})")
 
 
 def _redirect_text(upper: str) -> bool:
