@@ -18,7 +18,8 @@ waits until every job is accounted for.  Reports:
 
 With ``--topology cluster`` it runs on a real 3-master + 3-replica Redis
 Cluster instead (prefix ``{image}``), and at 40% done migrates the queue's
-slot live to another master and then fails that master over to its replica;
+slot live to another master and then fails that master over to its replica
+(CLUSTER FAILOVER, or with ``--disrupt kill`` a SIGKILL of it);
 with ``--topology sentinel``, on a master + replica + 3 sentinels, and at 40%
 done asks the sentinels for a failover (``--disrupt failover``) or SIGKILLs
 the master (``--disrupt kill``).  Both come from tests/redis_topologies.py,
@@ -31,7 +32,7 @@ Not part of CI (it takes minutes).  Usage:
 
     python -m bench.soak                       # 10,000 jobs, figures into bench/RESULTS.md
     python -m bench.soak --jobs 2000 --no-write
-    python -m bench.soak --topology cluster --jobs 2000 --kill-every 3
+    python -m bench.soak --topology cluster [--disrupt kill] --jobs 2000 --kill-every 3
     python -m bench.soak --topology sentinel --disrupt kill --jobs 2000 --kill-every 3 [--min-replicas-ack 1]
 """
 
@@ -140,6 +141,10 @@ class ClusterDeployment:
 
     def __init__(self, tmp: Path, args):
         self.topo = _topologies().Cluster(tmp / "cluster")
+        self.how = args.disrupt
+        if self.how == "kill":
+            self.label = self.label.replace("failed over to its replica (CLUSTER FAILOVER)",
+                                            "SIGKILLed (its replica promoted after cluster-node-timeout 2 s)")
 
     def start(self):
         self.topo.start()
@@ -161,7 +166,10 @@ class ClusterDeployment:
         dest = next(m for m in self.topo.masters() if m.port != src.port)
         self.topo.migrate_slot(dest, between_keys=lambda: time.sleep(0.05))
         time.sleep(2.0)
-        self.topo.failover(dest)
+        if self.how == "kill":
+            self.topo.kill_master(dest)
+        else:
+            self.topo.failover(dest)
 
     def stop(self):
         self.topo.stop()
@@ -236,7 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--topology", choices=sorted(DEPLOYMENTS), default="single",
                     help="one redis-server (killed once), a Cluster or a Sentinel set (failed over once)")
     ap.add_argument("--disrupt", choices=["failover", "kill"], default="failover",
-                    help="with --topology sentinel: SENTINEL FAILOVER or SIGKILL of the master")
+                    help="on a cluster or Sentinel: a failover (CLUSTER FAILOVER, SENTINEL FAILOVER) or a "
+                         "SIGKILL of the master")
     ap.add_argument("--min-replicas-ack", type=int, default=0, help="imgtool queue --min-replicas-ack")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="the RESULTS.md to update")
@@ -459,8 +468,7 @@ appendfsync everysec; {common}, and redis-server is SIGKILLed once at 40% done a
 {legend}
 """
     else:
-        section = f"{SECTION}-{args.topology}" + ("-kill" if args.topology == "sentinel" and args.disrupt == "kill"
-                                                  else "")
+        section = f"{SECTION}-{args.topology}" + ("-kill" if args.disrupt == "kill" else "")
         if args.min_replicas_ack:
             section += f"-ack{args.min_replicas_ack}"
         name = {"cluster": "Cluster", "sentinel": "Sentinel"}[args.topology]

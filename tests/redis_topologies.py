@@ -282,6 +282,19 @@ class Cluster:
         return rep
 
 
+    def kill_master(self, master: Node) -> Node:
+        """SIGKILL ``master``; its replica takes over (after cluster-node-timeout); the old one comes
+        back empty and rejoins as the new master's replica.  Returns the new master."""
+        rep = self.replica_of(master)
+        master.kill(signal.SIGKILL)
+        _wait(lambda: rep.client().info("replication")["role"] == "master", FORM_TIMEOUT,
+              "the replica promoted after its master's death")
+        master.start()
+        create_acl_user(master.client(), self.PREFIX)
+        self.wait_healthy()
+        return rep
+
+
 # ------------------------------------------------------------------------------------ sentinel
 
 
