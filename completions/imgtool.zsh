@@ -55,7 +55,7 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
-                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '(-f --force)'{-f,--force}'[Redo inputs whose outputs are already up to date.]' \
@@ -97,7 +97,7 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
-                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
                 '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
@@ -128,7 +128,7 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
-                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--polling[Poll the folder instead of using kernel events (network filesystems).]' \
