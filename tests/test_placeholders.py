@@ -278,6 +278,7 @@ def test_placeholders_come_from_the_thumbnail_without_a_decode_of_their_own(tmp_
 
 import os  # noqa: E402
 
+from helpers import on_ci  # noqa: E402
 from imgtool import placeholders as module  # noqa: E402
 
 CORPUS = Path(os.environ["IMGTOOL_CORPUS"]) if os.environ.get("IMGTOOL_CORPUS") else (
@@ -286,7 +287,7 @@ PHOTOS = CORPUS / "photos" if (CORPUS / "photos").is_dir() else CORPUS
 
 
 def _need_c():
-    if module._cpufast is None and os.environ.get("CI"):
+    if module._cpufast is None and on_ci():
         pytest.fail("imgtool.backends._cpufast was not built")
     if module._cpufast is None:
         pytest.skip("built without a C compiler: the numpy path is the only one")
