@@ -68,11 +68,15 @@ def test_enqueue_status_and_a_worker_over_tls(tls_deployment, workers, tmp_path)
     assert r.llen(keys.jobs) == 0 and r.llen(keys.failed) == 0
     assert w.alive()
 
-def test_without_the_client_certificate_it_is_one_line(tls_deployment):
-    """The servers ask for a client certificate: with only the CA, status says so in one line, exit 1."""
+def test_without_the_client_certificate_it_is_one_line(tls_deployment, workers):
+    """The servers ask for a client certificate: with only the CA, status says so in one line, exit 1;
+    a worker says it cannot reach Redis and keeps trying (no crash, no traceback)."""
     topo, prefix_args, _ = tls_deployment
+    w = workers.start(topo.url, "--redis-ca", str(topo.tls.ca), *prefix_args)
+    workers.wait_for(lambda: "cannot reach Redis" in w.text(), 30, "the worker to say it cannot reach Redis")
     res = subprocess.run([*CLI, "status", "--redis", topo.url, "--redis-ca", str(topo.tls.ca), *prefix_args],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stderr.startswith("Error: cannot reach Redis") and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    assert w.alive() and "Traceback" not in w.text() and "internal error" not in w.text()

@@ -70,6 +70,8 @@ def classify(exc: BaseException, target: Target | None = None) -> tuple[str, str
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)) and not isinstance(
             exc, redis.exceptions.BusyLoadingError):
         return UNREACHABLE, f"cannot reach Redis at {where}: unreachable ({text})"
+    if isinstance(exc, redis.exceptions.RedisClusterException) and "CANNOT BE CONNECTED" in upper:
+        return UNREACHABLE, f"cannot reach Redis at {where}: unreachable (no seed node answered: {text})"
     if isinstance(exc, redis.exceptions.ClusterError) and "TTL" in upper:
         return REDIRECT, f"Redis Cluster at {where}: too many redirects, the client could not follow them ({text})"
     return FAILING, f"Redis at {where} answered with an error ({text})"
