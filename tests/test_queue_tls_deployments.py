@@ -23,19 +23,31 @@ from test_queue_worker import Workers, make_image
 
 CLI = [sys.executable, "-m", "imgtool"]
 
-@pytest.fixture(scope="module", params=["sentinel", "cluster"])
-def tls_deployment(request, tmp_path_factory):
-    """(topology, prefix args, a TLS client for looking) for each deployment on TLS only."""
-    workdir = tmp_path_factory.mktemp(f"tls-{request.param}")
-    tls = TLSFiles(workdir / "certs")
-    if request.param == "cluster":
-        topo = start_or_fail(Cluster(workdir, tls=tls, replicas=False), "TLS cluster")
-        look, prefix_args = topo.client(), ["--prefix", Cluster.PREFIX]
-    else:
-        topo = start_or_fail(SentinelSet(workdir, tls=tls, sentinels=1), "TLS Sentinel set")
-        look, prefix_args = topo.client(), []
-    yield topo, prefix_args, look
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tls-cluster")
+    topo = start_or_fail(Cluster(workdir, tls=TLSFiles(workdir / "certs"), replicas=False), "TLS cluster")
+    yield topo
     topo.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_sentinels(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tls-sentinel")
+    topo = start_or_fail(SentinelSet(workdir, tls=TLSFiles(workdir / "certs"), sentinels=1), "TLS Sentinel set")
+    yield topo
+    topo.stop()
+
+
+@pytest.fixture(params=["sentinel", "cluster"])
+def tls_deployment(request):
+    """(topology, prefix args, a TLS client for looking) for each deployment on TLS only."""
+    if request.param == "cluster":
+        topo = request.getfixturevalue("tls_cluster")
+        return topo, ["--prefix", Cluster.PREFIX], topo.client()
+    topo = request.getfixturevalue("tls_sentinels")
+    return topo, [], topo.client()
+
 
 @pytest.fixture
 def workers(tmp_path):
@@ -80,3 +92,19 @@ def test_without_the_client_certificate_it_is_one_line(tls_deployment, workers):
     assert res.stderr.startswith("Error: cannot reach Redis") and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert w.alive() and "Traceback" not in w.text() and "internal error" not in w.text()
+
+
+def test_a_tls_cluster_nodes_plain_url_reaches_the_slots_owner(tls_cluster, tmp_path):
+    """rediss:// of one node that does not own the queue's slot: detected as a cluster, and the
+    owner (known only from CLUSTER SLOTS) reached over TLS with the same certificate."""
+    topo, prefix_args, r = tls_cluster, ["--prefix", Cluster.PREFIX], tls_cluster.client()
+    keys = Keys(Cluster.PREFIX)
+    seed = next(n for n in topo.nodes if n.port != topo.owner().port)
+    before = r.llen(keys.jobs)
+    make_image(tmp_path / "one.png")
+    res = subprocess.run([*CLI, "enqueue", "--redis", topo.plain_url(seed), *topo.tls.cli_args, *prefix_args,
+                          "--ops", "thumbnail", str(tmp_path / "one.png")], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert r.llen(keys.jobs) == before + 1
+    r.delete(keys.jobs)
