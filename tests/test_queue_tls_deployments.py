@@ -24,6 +24,7 @@ from test_queue_worker import Workers, make_image
 
 CLI = [sys.executable, "-m", "imgtool"]
 
+
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tls-cluster")
@@ -56,6 +57,7 @@ def workers(tmp_path):
     yield ws
     ws.stop_all()
 
+
 def test_enqueue_status_and_a_worker_over_tls(tls_deployment, workers, tmp_path):
     topo, prefix_args, r = tls_deployment
     assert topo.url.startswith(("rediss+sentinel://", "rediss+cluster://"))
@@ -80,6 +82,7 @@ def test_enqueue_status_and_a_worker_over_tls(tls_deployment, workers, tmp_path)
         [f"t{i}_thumbnail.webp" for i in range(3)]
     assert r.llen(keys.jobs) == 0 and r.llen(keys.failed) == 0
     assert w.alive()
+
 
 def test_without_the_client_certificate_it_is_one_line(tls_deployment, workers):
     """The servers ask for a client certificate: with only the CA, status says so in one line, exit 1;
