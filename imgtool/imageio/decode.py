@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
-from .. import storage
+from .. import budgets, storage
 from ..errors import (
     CorruptImage,
     ImageTooLarge,
@@ -119,6 +119,8 @@ class Opened:
         """The image, loaded: mode RGB or RGBA, sRGB, upright, no metadata (its ``info`` is empty)."""
         im = self.image
         with _decode_errors(self.name, self.format, self.max_pixels):
+            # The scan count and the data's length against the header, before the decoder runs.
+            budgets.check(self.file, im.format or self.format, im, self.name)
             im.load()
             orientation = _orientation(im)
             out = to_srgb(im)
