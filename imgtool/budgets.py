@@ -361,3 +361,54 @@ def isobmff_floor(data):
 def decoded_estimate(decoded_bytes: int) -> int:
     """The memory one image takes while it is processed, from its decoded 8-bit size."""
     return int(decoded_bytes * MEMORY_FACTOR)
+
+
+#: The share of the machine's available memory (or its cgroup's limit) the default --max-memory takes.
+DEFAULT_MEMORY_SHARE = 0.5
+#: The default --job-timeout, in seconds.
+DEFAULT_JOB_TIMEOUT = 120.0
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"2G"``, ``"512M"``, ``"1.5GiB"``, ``"1000000"``: bytes (binary units).  ValueError otherwise."""
+    s = str(text).strip().lower().removesuffix("ib").removesuffix("b")
+    unit = s[-1:] if s[-1:] in _UNITS and s[-1:] else ""
+    number = s[: len(s) - len(unit)].strip()
+    value = float(number)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r} is not a positive size")
+    return int(value * _UNITS[unit])
+
+
+def available_memory() -> int | None:
+    """What this process may use: the smaller of MemAvailable and its cgroup's room left; None if unknown."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            if limit == "max" or int(limit) >= 1 << 60:
+                continue
+            with open(usage_file) as f:
+                used = int(f.read().strip())
+            found.append(max(int(limit) - used, 0))
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def default_max_memory() -> int | None:
+    """The default --max-memory: DEFAULT_MEMORY_SHARE of available_memory() (None: no bound known)."""
+    room = available_memory()
+    return None if room is None else max(int(room * DEFAULT_MEMORY_SHARE), 256 << 20)

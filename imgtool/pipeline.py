@@ -8,6 +8,7 @@ drains, second aborts); ``Pipeline.map`` feeds a pool from an iterable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -19,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 from . import imageio, storage
 from .backends import Backend, get_backend
-from .errors import ImgtoolError, ResourceExhausted
+from .errors import ImgtoolError, JobTimeout, ResourceExhausted
 from . import ops
 from .ops import Settings, job_id_for
 from .pixels import Scratch
@@ -111,12 +112,15 @@ class Pipeline:
         settings: Settings,
         backend: str | Backend = "auto",
         jobs: int | None = None,
+        *,
+        job_timeout: float | None = None,
+        max_memory: int | None = None,
     ):
         self.settings = settings
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.backend.check(settings.ops)
         self.jobs = max(1, jobs or default_jobs())
-        self.pool = Pool(self.jobs)
+        self.pool = Pool(self.jobs, time_budget=job_timeout, memory_budget=max_memory)
         # Set when the pool aborts: every step checks it.
         self.stop_event = self.pool.stop_event
         # Held while outputs are being renamed into place, so that stop()
@@ -161,7 +165,20 @@ class Pipeline:
         return outputs if storage.for_location(task.src).fresh(task.src, fingerprints) else None
 
     def process(self, task: Task, force: bool = True) -> Result:
-        """Make ``task``'s outputs, all or none; never raises an ImgtoolError."""
+        """Make ``task``'s outputs, all or none; never raises an ImgtoolError.
+
+        Under a time budget (``job_timeout``) the work runs in a thread of its
+        own that this one watches (see ``timed``): past the budget the task is
+        failed as ``timeout`` here and now, whatever step it is stuck in.
+        """
+        running = current_task()
+        if running is not None and running.pool.time_budget is not None:
+            from .timed import run_timed
+
+            return run_timed(self, running, task, force)
+        return self._process(task, force)
+
+    def _process(self, task: Task, force: bool = True) -> Result:
         start = time.perf_counter()
         if not force:
             fresh = self._fresh_outputs(task)
@@ -170,6 +187,8 @@ class Pipeline:
         try:
             return self._run(task, start)
         except ImgtoolError as exc:
+            if isinstance(exc, JobTimeout) and exc.path is None:
+                exc = JobTimeout(exc.message, task.src)
             return Result(task, "failed", error=exc, duration_ms=_ms(start))
         except MemoryError:
             err = ResourceExhausted("out of memory", task.src)
@@ -218,7 +237,9 @@ class Pipeline:
 
     def _write_all(self, task: Task, encoded: list[Output]) -> list[Location]:
         """Write every output, or none (the store removes those of this attempt on failure)."""
-        with self._write_lock:
+        running = current_task()
+        with self._write_lock, (running.write_lock if running is not None else contextlib.nullcontext()):
+            # A task past its time budget was failed already: it must not write.
             self._check_stop()
             return storage.for_location(task.out_dir).write_outputs(encoded)
 
@@ -327,7 +348,7 @@ class TaskContext:
     and ``admit()`` once the header has said how large the image is.
     """
 
-    __slots__ = ("pool", "started", "deadline", "admitted")
+    __slots__ = ("pool", "started", "deadline", "admitted", "abandoned", "write_lock", "detached")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -337,6 +358,12 @@ class TaskContext:
         self.deadline: float | None = (
             None if pool.time_budget is None else self.started + pool.time_budget)
         self.admitted = 0  # decoded bytes admitted for this task
+        # Set when the task was failed for its time budget while its work still ran:
+        # that work stops at its next step and never writes (write_lock orders the two).
+        self.abandoned = False
+        self.write_lock = threading.Lock()
+        # Set when the work outlives the pool thread's task: its thread gives the admitted bytes back.
+        self.detached = False
 
     def admit(self, decoded_bytes: int) -> None:
         """Declare the decoded size the task is about to allocate (after reading the header).
@@ -348,13 +375,12 @@ class TaskContext:
         self.pool._admit(self, decoded_bytes)
 
     def check(self) -> None:
-        """Raise Interrupted when the pool is aborting; the pipeline calls it between steps.
-
-        (The time budget's check belongs here too: past ``deadline``, raise
-        the error that says so.)
-        """
+        """Raise Interrupted when the pool is aborting, JobTimeout past the deadline; the pipeline
+        calls it between steps."""
         if self.pool.stop_event.is_set():
             raise Interrupted()
+        if self.abandoned or self.overran:
+            raise JobTimeout(f"took longer than the time budget of {self.pool.time_budget:g} s (--job-timeout)")
 
     @property
     def overran(self) -> bool:
@@ -402,10 +428,14 @@ class Pool:
     when it runs out.
     """
 
-    def __init__(self, workers: int, *, time_budget: float | None = None, name: str = "imgtool-pool"):
+    def __init__(self, workers: int, *, time_budget: float | None = None, memory_budget: int | None = None,
+                 name: str = "imgtool-pool"):
         self.workers = max(1, workers)
         self.capacity = self.workers * (1 + IN_FLIGHT_PER_WORKER)
         self.time_budget = time_budget  # seconds per task (None: none); see TaskContext.deadline
+        # Bytes the running tasks' images may take together (None: no bound); see _admit.
+        self.memory_budget = memory_budget
+        self.peak_admitted = 0
         self.name = name
         self.stop_event = threading.Event()
         self._closing = threading.Event()
@@ -443,11 +473,30 @@ class Pool:
             self._cond.notify_all()
 
     def _admit(self, task: TaskContext, decoded_bytes: int) -> None:
+        """Wait until the image's memory fits in the budget beside the others', then count it.
+
+        What is counted is ``budgets.decoded_estimate`` of the decoded size
+        (the decode, its copies and the outputs).  An image larger than the
+        whole budget runs alone: it waits for every other to finish, so it is
+        late but never refused.  The time budget starts again once admitted:
+        waiting is not working.
+        """
+        from .budgets import decoded_estimate
+
+        need = decoded_estimate(decoded_bytes)
         with self._cond:
-            # Admission by memory waits here, while the others' admitted
-            # bytes plus these would pass the budget.
-            self._admitted += decoded_bytes - task.admitted
-            task.admitted = decoded_bytes
+            budget = self.memory_budget
+            if budget is not None:
+                while (self._admitted - task.admitted > 0 and self._admitted - task.admitted + need > budget
+                       and not self.stop_event.is_set()):
+                    self._cond.wait(MAX_WAIT)
+                if self.stop_event.is_set():
+                    raise Interrupted()
+            self._admitted += need - task.admitted
+            task.admitted = need
+            self.peak_admitted = max(self.peak_admitted, self._admitted)
+        if task.deadline is not None:
+            task.deadline = time.monotonic() + self.time_budget
 
     @property
     def active(self) -> int:
@@ -506,7 +555,17 @@ class Pool:
         _current.task = None
         with self._cond:
             self._running.discard(task)
+            if not task.detached:  # else the thread still working gives its memory back (give_back)
+                self._admitted -= task.admitted
+                task.admitted = 0
+            self._cond.notify_all()
+
+    def give_back(self, task: TaskContext) -> None:
+        """A detached task's work has ended: its admitted memory is free again."""
+        with self._cond:
             self._admitted -= task.admitted
+            task.admitted = 0
+            self._cond.notify_all()
 
     def _work(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from .. import storage
 from ..errors import ImgtoolError
 from ..pipeline import Interrupted, Pipeline, Result, Signals, Task, count_inputs, list_inputs
 from . import Outcome
-from .options import jobs_option, processing_options
+from .options import budget_options, jobs_option, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -83,11 +83,12 @@ def _locations(ctx, param, value):
               help="Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.")
 @processing_options
 @jobs_option
+@budget_options
 @click.option("-f", "--force", is_flag=True, help="Redo inputs whose outputs are already up to date.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per input on stdout.")
 @click.pass_context
-def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json):
+def process(ctx, paths, output, settings, backend, jobs, limits, force, dry_run, as_json):
     """Make the derivatives of image files and folders (walked recursively).
 
     Outputs go to processed/<name>_<operation>.webp beside each input.
@@ -104,7 +105,7 @@ def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json
     if dry_run:
         return _dry_run(tasks, settings, force, as_json, collisions, unreadable)
 
-    pipe = Pipeline(settings, backend=backend, jobs=jobs)
+    pipe = Pipeline(settings, backend=backend, jobs=jobs, **limits)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     start = time.perf_counter()
     bar = _progress_bar(quiet, paths)

@@ -20,7 +20,7 @@ from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
 from . import Outcome
-from .options import MAX_JOBS, OpsList, processing_options
+from .options import MAX_JOBS, OpsList, budget_options, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -83,9 +83,10 @@ def _positive(ctx, param, value):
 @click.option("--done-cap", type=click.IntRange(1), default=D.DEFAULT_DONE_CAP, show_default=True,
               help="image:done keeps this many newest entries.")
 @processing_options
+@budget_options
 @click.pass_context
 def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
-          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, settings, backend):
+          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, settings, backend, limits):
     """Take jobs from the upload server's Redis queue and record their results.
 
     Jobs are taken from the left of image:jobs (FIFO) into this worker's
@@ -106,7 +107,7 @@ def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metr
                           max_recoveries=max_recoveries, drain_timeout=drain_timeout,
                           heartbeat_ttl=heartbeat_ttl, retry_base=retry_base, retry_cap=retry_cap,
                           done_cap=done_cap)
-    pipeline = Pipeline(settings, backend=backend, jobs=workers)
+    pipeline = Pipeline(settings, backend=backend, jobs=workers, **limits)
     metrics = Metrics() if metrics_port is not None else None
     worker = Worker(url, config, settings, pipeline, roots, metrics)
     server = None

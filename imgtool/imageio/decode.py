@@ -223,7 +223,9 @@ class _decode_errors:
             found = re.search(r"\((\d+) pixels\)", str(exc))
             size = _mp(int(found[1])) if found else "its size"
             raise ImageTooLarge(f"{size} is over the limit of {_mp(self.max_pixels)}", self.path) from exc
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+            # A decoder's own allocation failure too (libjpeg "Insufficient memory", libwebp, libheif):
+            # the same file may decode when the machine has room, so never "corrupt".
             raise ResourceExhausted("out of memory while decoding", self.path) from exc
         if isinstance(exc, OSError) and exc.errno is not None:
             # A real I/O failure (Pillow's own decoding errors carry no errno).
@@ -231,6 +233,10 @@ class _decode_errors:
         raise CorruptImage(
             f"truncated or corrupt {self.fmt} file ({_one_line(exc)})", self.path
         ) from exc
+
+
+_OUT_OF_MEMORY = re.compile(r"out of memory|insufficient memory|not enough memory|cannot allocate memory|"
+                            r"memory allocation failed|failed to allocate|alloc(ation)? error", re.I)
 
 
 def _one_line(exc: BaseException) -> str:
