@@ -199,7 +199,7 @@ class Pipeline:
         running = current_task()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
             if running is not None:
-                running.admit(opened.decoded_bytes)
+                running.admit(self._memory_estimate(opened, settings))
             img = opened.decode()
         size = img.size
         self._check_stop()
@@ -225,6 +225,15 @@ class Pipeline:
         written = self._write_all(task, [out for _key, out in encoded])
         return Result(task, "done", dict(zip((key for key, _out in encoded), written)), duration_ms=_ms(start),
                       size=size, placeholders=hashes, skipped=skipped)
+
+    @staticmethod
+    def _memory_estimate(opened, settings: Settings) -> int:
+        """The memory the image will take, from its header: see budgets.memory_estimate."""
+        from .budgets import memory_estimate
+
+        w, h = opened.image.size
+        sizes = [op.output_size(w, h, settings) for op in map(ops.get, settings.ops)]
+        return memory_estimate(opened.decoded_bytes, w * h, sizes)
 
     @staticmethod
     def _placeholders(img, pixels: dict, owner: dict) -> dict[str, str]:
@@ -472,18 +481,16 @@ class Pool:
             self._active -= 1
             self._cond.notify_all()
 
-    def _admit(self, task: TaskContext, decoded_bytes: int) -> None:
+    def _admit(self, task: TaskContext, decoded_bytes: int) -> None:  # bytes of memory, estimated
         """Wait until the image's memory fits in the budget beside the others', then count it.
 
-        What is counted is ``budgets.decoded_estimate`` of the decoded size
-        (the decode, its copies and the outputs).  An image larger than the
+        What is counted is ``budgets.memory_estimate`` (the decode, its
+        copies, the outputs and their encoders' buffers).  An image larger than the
         whole budget runs alone: it waits for every other to finish, so it is
         late but never refused.  The time budget starts again once admitted:
         waiting is not working.
         """
-        from .budgets import decoded_estimate
-
-        need = decoded_estimate(decoded_bytes)
+        need = decoded_bytes
         with self._cond:
             budget = self.memory_budget
             if budget is not None:
