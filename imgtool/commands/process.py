@@ -12,6 +12,7 @@ import click
 
 from .. import storage
 from ..errors import ImgtoolError
+from ..textsafe import printable
 from ..pipeline import Interrupted, Pipeline, Result, Signals, Task, count_inputs, list_inputs
 from . import Outcome
 from .options import budget_options, jobs_option, processing_options
@@ -171,7 +172,7 @@ def _report(res: Result, as_json: bool, bar) -> None:
     if as_json:
         click.echo(json.dumps(res.to_dict()))
     if res.status == "failed":
-        line = f"Error: {res.error}"
+        line = f"Error: {printable(str(res.error))}"
         if bar is not None:
             bar.write(line, file=sys.stderr)
         else:
@@ -193,11 +194,11 @@ def _dry_run(tasks, settings, force, as_json, collisions, unreadable) -> int:
         else:
             verb = "up to date" if status == "skipped" else "would write"
             outs = ", ".join(str(p) for p in pipe.outputs(task).values())
-            click.echo(f"{task.src}: {verb} {outs}")
+            click.echo(printable(f"{task.src}: {verb} {outs}"))
     for task, first in collisions:
-        click.echo(f"Error: {task.src}: its outputs would overwrite those of {first}", err=True)
+        click.echo(printable(f"Error: {task.src}: its outputs would overwrite those of {first}"), err=True)
     for folder, exc in unreadable:
-        click.echo(f"Error: {folder}: cannot list this folder ({exc.strerror or exc})", err=True)
+        click.echo(printable(f"Error: {folder}: cannot list this folder ({exc.strerror or exc})"), err=True)
     click.echo(f"{n} to process (dry run: nothing written)", err=True)
     return Outcome.FAILURES if collisions or unreadable else Outcome.OK
 

@@ -192,7 +192,7 @@ def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
     skipped = 0
     for src in _inputs(paths):
         job = make_job(src, operations, output_dir, options)
-        if not JOB_ID_RE.match(job["jobId"]) or ".." in job["jobId"]:
+        if not JOB_ID_RE.fullmatch(job["jobId"]) or ".." in job["jobId"]:
             log.warning("enqueue: skipping %s: %r is not a valid jobId (letters, digits, '.', '_', '-')",
                         src, job["jobId"])
             skipped += 1
