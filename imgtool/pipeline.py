@@ -57,6 +57,9 @@ class Task:
     out_dir: Location
     job_id: str | None = None
     settings: Settings | None = None
+    # Allowed roots (as their stores' root() gave them): src and out_dir are confined to them
+    # when the task runs, and opened from them by handle (process --allow-root).
+    roots: tuple = ()
 
     def __post_init__(self):
         self.src = storage.location(self.src)
@@ -185,6 +188,8 @@ class Pipeline:
             if fresh is not None:
                 return Result(task, "skipped", fresh)
         try:
+            if task.roots:
+                task = _confined(task)
             return self._run(task, start)
         except ImgtoolError as exc:
             if isinstance(exc, JobTimeout) and exc.path is None:
@@ -199,7 +204,8 @@ class Pipeline:
         running = current_task()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
             if running is not None:
-                running.admit(self._memory_estimate(opened, settings))
+                running.estimate = self._memory_estimate(opened, settings)
+                running.admit(opened.decoded_bytes)
             img = opened.decode()
         size = img.size
         self._check_stop()
@@ -341,6 +347,13 @@ class Pipeline:
         self.backend.close()
 
 
+def _confined(task: Task) -> Task:
+    """``task`` with its input and output folder confined to its roots (PathNotAllowed outside them)."""
+    src = storage.for_location(task.src).confine(task.src, task.roots, "the input")
+    out_dir = storage.for_location(task.out_dir).confine(task.out_dir, task.roots, "the output folder")
+    return Task(src, out_dir, job_id=task.job_id, settings=task.settings)
+
+
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
@@ -357,7 +370,7 @@ class TaskContext:
     and ``admit()`` once the header has said how large the image is.
     """
 
-    __slots__ = ("pool", "started", "deadline", "admitted", "abandoned", "write_lock", "detached")
+    __slots__ = ("pool", "started", "deadline", "admitted", "estimate", "abandoned", "write_lock", "detached")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -366,7 +379,9 @@ class TaskContext:
         # pool's owner learns of an overrun from Pool.overdue().
         self.deadline: float | None = (
             None if pool.time_budget is None else self.started + pool.time_budget)
-        self.admitted = 0  # decoded bytes admitted for this task
+        self.admitted = 0  # bytes of memory admitted for this task
+        # The memory the image will take, when the pipeline estimated it (else its decoded bytes count).
+        self.estimate: int | None = None
         # Set when the task was failed for its time budget while its work still ran:
         # that work stops at its next step and never writes (write_lock orders the two).
         self.abandoned = False
@@ -481,28 +496,31 @@ class Pool:
             self._active -= 1
             self._cond.notify_all()
 
-    def _admit(self, task: TaskContext, decoded_bytes: int) -> None:  # bytes of memory, estimated
+    def _admit(self, task: TaskContext, decoded_bytes: int) -> None:
         """Wait until the image's memory fits in the budget beside the others', then count it.
 
-        What is counted is ``budgets.memory_estimate`` (the decode, its
-        copies, the outputs and their encoders' buffers).  An image larger than the
-        whole budget runs alone: it waits for every other to finish, so it is
-        late but never refused.  The time budget starts again once admitted:
-        waiting is not working.
+        What is counted is the task's ``estimate`` where the pipeline set one
+        (``budgets.memory_estimate``: the decode, its copies, the outputs and
+        their encoders' buffers), else the decoded bytes.  An image larger
+        than the whole budget runs alone: it waits for every other to finish,
+        so it is late but never refused.  A task that waited gets its time
+        budget afresh: waiting is not working.
         """
-        need = decoded_bytes
+        need = decoded_bytes if task.estimate is None else task.estimate
+        waited = False
         with self._cond:
             budget = self.memory_budget
             if budget is not None:
                 while (self._admitted - task.admitted > 0 and self._admitted - task.admitted + need > budget
                        and not self.stop_event.is_set()):
+                    waited = True
                     self._cond.wait(MAX_WAIT)
                 if self.stop_event.is_set():
                     raise Interrupted()
             self._admitted += need - task.admitted
             task.admitted = need
             self.peak_admitted = max(self.peak_admitted, self._admitted)
-        if task.deadline is not None:
+        if waited and task.deadline is not None:
             task.deadline = time.monotonic() + self.time_budget
 
     @property

@@ -20,7 +20,7 @@ from .options import budget_options, jobs_option, processing_options
 log = logging.getLogger("imgtool")
 
 
-def _tasks(paths: tuple, output, collisions: list, unreadable: list) -> Iterator[Task]:
+def _tasks(paths: tuple, output, collisions: list, unreadable: list, roots: tuple = ()) -> Iterator[Task]:
     """One task per input, in argument order; folders walked, duplicates dropped.
 
     Two inputs whose outputs would have the same names (``a.jpg`` and
@@ -48,7 +48,7 @@ def _tasks(paths: tuple, output, collisions: list, unreadable: list) -> Iterator
                 out_dir = storage.default_out_dir(src)
             else:
                 out_dir = out_store.join(output, *store.relative(store.parent(src), base))
-            task = Task(src, out_dir)
+            task = Task(src, out_dir, roots=roots)
             folder = str(out_dir)
             if not several and folder not in seen:
                 seen.clear()  # a walk fills one output folder after another
@@ -85,11 +85,15 @@ def _locations(ctx, param, value):
 @processing_options
 @jobs_option
 @budget_options
+@click.option("--allow-root", "allow_roots", multiple=True,
+              type=click.Path(exists=True, file_okay=False, resolve_path=True),
+              help="Only read and write under DIR, after resolving symlinks, opening every file from DIR by "
+                   "folder handle (repeatable; for untrusted trees) [default: $IMGTOOL_ALLOW_ROOTS].")
 @click.option("-f", "--force", is_flag=True, help="Redo inputs whose outputs are already up to date.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per input on stdout.")
 @click.pass_context
-def process(ctx, paths, output, settings, backend, jobs, limits, force, dry_run, as_json):
+def process(ctx, paths, output, settings, backend, jobs, limits, allow_roots, force, dry_run, as_json):
     """Make the derivatives of image files and folders (walked recursively).
 
     Outputs go to processed/<name>_<operation>.webp beside each input.
@@ -101,7 +105,13 @@ def process(ctx, paths, output, settings, backend, jobs, limits, force, dry_run,
     quiet = ctx.obj.get("verbose", 0) < 0
     collisions: list = []
     unreadable: list = []  # folders the walk could not list
-    tasks = _tasks(paths, output, collisions, unreadable)
+    from ..queue.jobs import AllowRoots  # no Redis: the rule of roots only
+
+    try:
+        roots = AllowRoots.from_options(allow_roots).roots
+    except ValueError as exc:
+        raise click.UsageError(f"--allow-root: {exc}") from None
+    tasks = _tasks(paths, output, collisions, unreadable, roots)
 
     if dry_run:
         return _dry_run(tasks, settings, force, as_json, collisions, unreadable)
