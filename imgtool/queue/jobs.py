@@ -167,7 +167,7 @@ def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
     src = roots.resolve(input_path, "inputPath")
     out_dir = roots.resolve(output_dir, "outputDir")
     store = storage.for_location(out_dir)
-    if store.kind(out_dir) in ("file", "other"):
+    if store.kind(out_dir) == "file":
         raise InvalidJob("outputDir is a file, not a folder", output_dir)
     outputs = {store.join(out_dir, name) for name in output_names(job_id, settings).values()}
     if src in outputs:

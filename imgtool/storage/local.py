@@ -240,7 +240,12 @@ class LocalStore(Store):
 
     def confine(self, location, roots: Sequence[Location], field: str) -> Path:
         """``location`` with symlinks resolved; PathNotAllowed when it lands outside every root."""
-        real = os.path.realpath(location)
+        try:
+            real = os.path.realpath(location)
+        except OSError as exc:
+            # A link read while it was being replaced (EINVAL from readlink): the tree is changing.
+            raise TransientIOError(f"{field} changed while its links were resolved ({exc.strerror})",
+                                   location) from exc
         local = [os.fspath(r) for r in roots]
         if not local:
             return Path(real)
