@@ -42,8 +42,11 @@ _imgtool_complete() {
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --allow-root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs --job-timeout --max-memory --allow-root -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         queue)
@@ -72,8 +75,10 @@ _imgtool_complete() {
                 --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --job-timeout --max-memory -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         status)
@@ -98,10 +103,12 @@ _imgtool_complete() {
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs --job-timeout --max-memory --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

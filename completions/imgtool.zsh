@@ -51,6 +51,9 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
+                '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
+                '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
+                '--allow-root[Only read and write under DIR, after resolving symlinks, opening every file from DIR by folder handle (repeatable; for untrusted trees) \[default\: $IMGTOOL_ALLOW_ROOTS\].]:dir:_files -/' \
                 '(-f --force)'{-f,--force}'[Redo inputs whose outputs are already up to date.]' \
                 '(-n --dry-run)'{-n,--dry-run}'[Say what would be done; write nothing.]' \
                 '--json[One JSON line per input on stdout.]' \
@@ -85,6 +88,8 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
+                '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
                 '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
                 '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
             ;;
@@ -111,6 +116,8 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
+                '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
+                '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
                 '--polling[Poll the folder instead of using kernel events (network filesystems).]' \
                 '--poll-interval[Seconds between two looks at the folder with --polling.]:value:' \
                 '--settle[Seconds a file must stay unchanged after its last write (inotify\: after its last close) before it is processed; with --polling, at least the poll interval.]:value:' \
