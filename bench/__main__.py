@@ -26,6 +26,7 @@ TARGET_VS_SEQ = 2.0
 TARGET_VS_PARALLEL = 1.15
 TARGET_QUEUE = 0.95  # queue mode's throughput against process'
 TARGET_LIMIT = 1.15
+TARGET_BEFORE = 0.95  # imgtool against an earlier install of itself: the same within this VM's noise
 TARGET_RSS = 600 * MB
 TARGET_SMALL_GROWTH = 1.10  # "flat": last decile's RSS within 10% of the first's
 QUIET_LOAD = 0.10  # a round counts as quiet when other work took at most this share of the cores
@@ -38,7 +39,7 @@ LOAD_NOTE = (
 )
 
 
-CONTESTANTS = ("imgtool", "queue", "pillow-seq", "pillow-par", "vips-par", "sharp-par")
+CONTESTANTS = ("imgtool", "before", "queue", "pillow-seq", "pillow-par", "vips-par", "sharp-par")
 # sharp (Node.js) only when asked for: the harness then installs it in bench/sharp with npm.
 DEFAULT_CONTESTANTS = ("imgtool", "queue", "pillow-seq", "pillow-par", "vips-par")
 
@@ -61,6 +62,10 @@ def parse_args(argv):
     p.add_argument("--blur", choices=BLURS, default=BLUR,
                    help=f"the blur every contestant makes (default {BLUR}, imgtool's default; 3x3: the old "
                    "worker's kernel, imgtool with --blur-sigma 3x3; its sections are kept apart)")
+    p.add_argument("--before", metavar="PYTHON",
+                   help="the Python of another install of imgtool (an earlier commit's venv): "
+                   "adds the contestant 'before', which runs that imgtool with the same arguments, "
+                   "so that a change is timed side by side with what it changed")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the contestants' outputs after the first round")
     p.add_argument("--no-throughput", action="store_true", help="skip the rounds (run only "
@@ -83,6 +88,10 @@ def parse_args(argv):
     unknown = set(args.contestants) - set(CONTESTANTS)
     if unknown:
         p.error(f"unknown contestants: {', '.join(sorted(unknown))}")
+    if args.before and "before" not in args.contestants:
+        args.contestants.insert(1 if "imgtool" in args.contestants else 0, "before")
+    if "before" in args.contestants and not args.before:
+        p.error("the contestant 'before' needs --before PYTHON")
     return args
 
 
@@ -95,6 +104,13 @@ def check_defaults() -> None:
     theirs = (s.thumb_width, dict(s.quality), s.effort, tuple(s.ops), s.blur_sigma)
     if ours != theirs:
         sys.exit(f"bench settings {ours} differ from imgtool's defaults {theirs}: update bench/__init__.py")
+
+
+def before_env() -> dict:
+    """The --before install's environment: this checkout kept off its import path."""
+    e = env()
+    e["PYTHONPATH"] = os.pathsep.join(x for x in e["PYTHONPATH"].split(os.pathsep) if x != str(REPO))
+    return e
 
 
 def env(**extra) -> dict:
@@ -142,6 +158,7 @@ class Bench:
         self.largest = max(corpus.pixels(f) for f in self.files)
         self.parts = corpus.balanced(self.files, self.n)
         self.queue_note = None
+        self.before_has_sigma = None
         # imgtool's blur is its default unless another configuration is asked for.
         self.blur_flag = None if args.blur == BLUR else args.blur
         if "queue" in args.contestants and not args.no_throughput:
@@ -163,6 +180,8 @@ class Bench:
         blur = self.args.blur
         if name == "imgtool":
             return [(gpu.imgtool_argv(self.corpus, out, self.n, "cpu", self.blur_flag), env())]
+        if name == "before":
+            return [(self.before_argv(out), before_env())]
         if name == "pillow-seq":
             lst = self._joblist(self.files, scratch / "seq.json")
             return [([py, "-m", "bench.peers", "pillow", str(lst), str(out), str(scratch / "t-seq.json"),
@@ -180,9 +199,29 @@ class Bench:
             cmds.append((argv, env(**extra)))
         return cmds
 
+    def before_argv(self, out: Path) -> list[str]:
+        """``imgtool process`` of the --before install, as the imgtool contestant runs it.
+
+        An install older than ``--blur-sigma`` has only the 3x3 blur: it runs the
+        3x3 configuration without the flag, and cannot run any other.
+        """
+        argv = gpu.imgtool_argv(self.corpus, out, self.n, "cpu", self.blur_flag)
+        argv[0] = self.args.before
+        if self.before_has_sigma is None:
+            probe = subprocess.run([self.args.before, "-m", "imgtool", "process", "--help"],
+                                   env=before_env(), capture_output=True, text=True, check=False)
+            self.before_has_sigma = "--blur-sigma" in probe.stdout
+        if not self.before_has_sigma:
+            if self.args.blur != "3x3":
+                sys.exit(f"{self.args.before}'s imgtool has no --blur-sigma (only the 3x3 blur): "
+                         "run with --blur 3x3")
+            argv = argv[:-2] if self.blur_flag else argv
+        return argv
+
     def label(self, name: str) -> str:
         return {
             "imgtool": f"imgtool -j {self.n}",
+            "before": f"imgtool -j {self.n}, --before install",
             "queue": f"imgtool queue, 1 running worker -w {self.n}",
             "pillow-seq": "Pillow loop, 1 process",
             "pillow-par": f"Pillow loop, {len(self.parts)} processes",
@@ -305,7 +344,7 @@ class Bench:
             return statistics.median(vals), (statistics.median(vals[r] for r in quiet) if quiet else None)
 
         if me:
-            for peer, goal in (("pillow-seq", TARGET_VS_SEQ), ("pillow-par", TARGET_VS_PARALLEL),
+            for peer, goal in (("before", TARGET_BEFORE), ("pillow-seq", TARGET_VS_SEQ), ("pillow-par", TARGET_VS_PARALLEL),
                                ("vips-par", TARGET_VS_PARALLEL), ("sharp-par", TARGET_VS_PARALLEL)):
                 if peer in res:
                     allr, q = both(lambda r: res[peer].walls[r] / me.walls[r])

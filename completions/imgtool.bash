@@ -23,8 +23,9 @@ _imgtool_complete() {
                 --ops) COMPREPLY=($(compgen -W "thumbnail blur low-quality" -- "$cur")); return ;;
                 -o|--output-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --options) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --s3-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --ops -o --output-dir --options -n --dry-run -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --ops -o --output-dir --options -n --dry-run --s3-endpoint -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         process)
@@ -41,12 +42,15 @@ _imgtool_complete() {
                 --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --s3-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --allow-root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs --job-timeout --max-memory --allow-root -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -j --jobs --job-timeout --max-memory --allow-root -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         queue)
@@ -55,7 +59,7 @@ _imgtool_complete() {
                 --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -w|--workers) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-retries) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --allow-root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --allow-root) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --drain-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --metrics-port) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --metrics-host) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -77,8 +81,11 @@ _imgtool_complete() {
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --s3-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --job-timeout --max-memory -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --job-timeout --max-memory --s3-endpoint --max-input-bytes --video-timeout -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         status)
@@ -102,13 +109,16 @@ _imgtool_complete() {
                 --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --s3-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels -j --jobs --job-timeout --max-memory --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -j --jobs --job-timeout --max-memory --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

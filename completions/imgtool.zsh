@@ -5,8 +5,8 @@ _imgtool() {
     local -a commands
     commands=(
         'completion:Print the shell completion script for SHELL (bash, zsh or fish).'
-        'enqueue:Push a job for each image file (folders walked) with RPUSH, as the...'
-        'process:Make the derivatives of image files and folders (walked recursively).'
+        'enqueue:Push a job for each image or video file (folders walked) with...'
+        'process:Make the derivatives of image and video files and folders (walked...'
         'queue:Take jobs from the upload servers Redis queue and record their...'
         'status:Show the queue\: the four list lengths, scheduled retries, and the...'
         'watch:Watch DIRECTORY and process each image that lands in it.'
@@ -31,6 +31,7 @@ _imgtool() {
                 '(-o --output-dir)'{-o,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\].]:dir:_files -/' \
                 '--options[Per-operation parameters, e.g. '\''{"thumbnail"\: {"width"\: 320}}'\''.]:value:' \
                 '(-n --dry-run)'{-n,--dry-run}'[Print the jobs (one JSON line each) instead of pushing them.]' \
+                '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
                 '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
                 '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]' \
                 '*:path:_files'
@@ -50,6 +51,9 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
+                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
                 '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
@@ -67,7 +71,7 @@ _imgtool() {
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
                 '(-w --workers)'{-w,--workers}'[Jobs processed at once (threads sharing one backend and GPU).]:value:' \
                 '--max-retries[Retries of a job whose error is retryable before it goes to image\:failed.]:value:' \
-                '--allow-root[Only read and write under DIR, after resolving symlinks (repeatable) \[default\: $IMGTOOL_ALLOW_ROOTS, '\''\:'\''-separated\].]:dir:_files -/' \
+                '--allow-root[Only read and write under DIR, after resolving symlinks, or under an s3\:// prefix (repeatable) \[default\: $IMGTOOL_ALLOW_ROOTS, '\''\:'\''-separated\].]:value:' \
                 '--drain-timeout[On SIGTERM/SIGINT, seconds to let in-flight jobs finish before putting them back.]:value:' \
                 '--metrics-port[Serve Prometheus /metrics and /healthz on this port (0\: any free port).]:value:' \
                 '--metrics-host[Address the metrics server listens on.]:value:' \
@@ -90,6 +94,9 @@ _imgtool() {
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
                 '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
+                '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
+                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
                 '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
             ;;
@@ -115,6 +122,9 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
+                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
                 '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \

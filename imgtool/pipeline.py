@@ -9,6 +9,8 @@ drains, second aborts); ``Pipeline.map`` feeds a pool from an iterable.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 import os
 import queue
@@ -107,6 +109,18 @@ class Result:
         return d
 
 
+@functools.cache
+def _import_placeholders_aside() -> None:
+    """Start importing the placeholders' module (numpy, about 70 ms) on a thread of its own, once.
+
+    The first image's decode runs meanwhile (Pillow's decoders let go of the
+    GIL), so the import is off every run's critical path; the thread that
+    needs the module first waits on the import lock for what is left.
+    """
+    threading.Thread(target=importlib.import_module, args=(f"{__package__}.placeholders",),
+                     name="import-placeholders", daemon=True).start()
+
+
 class Pipeline:
     """Turns tasks into outputs with one backend, shared by every thread of its pool."""
 
@@ -126,9 +140,10 @@ class Pipeline:
         self.pool = Pool(self.jobs, time_budget=job_timeout, memory_budget=max_memory)
         # Set when the pool aborts: every step checks it.
         self.stop_event = self.pool.stop_event
-        # Held while outputs are being renamed into place, so that stop()
-        # returns only once no write is half done.
-        self._write_lock = threading.Lock()
+        # Counts the writes in progress (several at once: uploads overlap), so
+        # that stop() returns only once no write is half done.
+        self._writes = threading.Condition()
+        self._writing = 0
         # Each thread's output buffers, reused from one image to the next.
         self._local = threading.local()
 
@@ -165,7 +180,7 @@ class Pipeline:
                 for key in op.outputs(settings, info.width, info.height)[1]:
                     outputs.pop(key, None)
         fingerprints = {loc: owner[key].fingerprint(settings, key) for key, loc in outputs.items()}
-        return outputs if storage.for_location(task.src).fresh(task.src, fingerprints) else None
+        return outputs if storage.judge_of(task.src, task.out_dir).fresh(task.src, fingerprints) else None
 
     def process(self, task: Task, force: bool = True) -> Result:
         """Make ``task``'s outputs, all or none; never raises an ImgtoolError.
@@ -202,6 +217,7 @@ class Pipeline:
     def _run(self, task: Task, start: float) -> Result:
         settings = task.settings or self.settings
         running = current_task()
+        _import_placeholders_aside()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
             if running is not None:
                 running.estimate = self._memory_estimate(opened, settings)
@@ -226,7 +242,7 @@ class Pipeline:
             data, content_type = imageio.encode(
                 pixels.pop(key), settings.format, settings.quality[op.name], op.name,
                 effort=settings.effort, lossless=settings.lossless, speed=settings.avif_speed)
-            encoded.append((key, Output(targets[key], data, content_type)))
+            encoded.append((key, Output(targets[key], data, content_type, op.fingerprint(settings, key))))
         self._check_stop()
         written = self._write_all(task, [out for _key, out in encoded])
         return Result(task, "done", dict(zip((key for key, _out in encoded), written)), duration_ms=_ms(start),
@@ -253,10 +269,17 @@ class Pipeline:
     def _write_all(self, task: Task, encoded: list[Output]) -> list[Location]:
         """Write every output, or none (the store removes those of this attempt on failure)."""
         running = current_task()
-        with self._write_lock, (running.write_lock if running is not None else contextlib.nullcontext()):
-            # A task past its time budget was failed already: it must not write.
-            self._check_stop()
-            return storage.for_location(task.out_dir).write_outputs(encoded)
+        # A task past its time budget was failed already: it must not write (see timed.py).
+        with running.write_lock if running is not None else contextlib.nullcontext():
+            with self._writes:
+                self._check_stop()
+                self._writing += 1
+            try:
+                return storage.for_location(task.out_dir).write_outputs(encoded)
+            finally:
+                with self._writes:
+                    self._writing -= 1
+                    self._writes.notify_all()
 
     def _scratch(self) -> Scratch:
         scratch = getattr(self._local, "scratch", None)
@@ -267,8 +290,8 @@ class Pipeline:
     def stop(self) -> None:
         """Abort every task at its next step; return once no write is in progress."""
         self.pool.abort()
-        with self._write_lock:
-            pass
+        with self._writes:
+            self._writes.wait_for(lambda: not self._writing)
 
     def _check_stop(self) -> None:
         running = current_task()
@@ -291,7 +314,7 @@ class Pipeline:
         """
         pool = self.pool
         if pool.workers == 1:
-            for task in tasks:
+            for task in _one_ahead(tasks, lambda task: self._prefetch(task, force)):
                 pool.check_grace()
                 self._check_stop()
                 if pool.closing:
@@ -315,6 +338,7 @@ class Pipeline:
                         slot.release()
                         exhausted = True
                         break
+                    self._prefetch(task, force)
                     pool.submit(lambda task=task: self.process(task, force), slot,
                                 on_done=lambda result, error, slot=slot: done.put((result, error, slot)),
                                 release=False)
@@ -332,6 +356,11 @@ class Pipeline:
         finally:
             if not (exhausted and not pending):
                 pool.abort()
+
+    def _prefetch(self, task: Task, force: bool) -> None:
+        """Let the input's store start reading it while the pool works on those before it."""
+        skip = None if force else (lambda: self.up_to_date(task))
+        storage.for_location(task.src).prefetch(task.src, skip)
 
     def _get(self, done: queue.SimpleQueue):
         # A short timeout keeps the calling thread responsive to signals.
@@ -352,6 +381,17 @@ def _confined(task: Task) -> Task:
     src = storage.for_location(task.src).confine(task.src, task.roots, "the input")
     out_dir = storage.for_location(task.out_dir).confine(task.out_dir, task.roots, "the output folder")
     return Task(src, out_dir, job_id=task.job_id, settings=task.settings)
+
+
+def _one_ahead(tasks: Iterable[Task], hint: Callable[[Task], None]) -> Iterator[Task]:
+    """``tasks``, each yielded once ``hint`` was given the one after it (its input fetched meanwhile)."""
+    it = iter(tasks)
+    following = next(it, None)
+    while following is not None:
+        task, following = following, next(it, None)
+        if following is not None:
+            hint(following)
+        yield task
 
 
 def _ms(start: float) -> float:
@@ -741,6 +781,8 @@ class Signals:
 
 def header_pixels(location: Location) -> int | None:
     """The pixel count in the header of ``location``, or None when it cannot be read."""
+    if storage.is_video_name(storage.name(location)):
+        return None  # a video's frame size costs decoding it: its byte size ranks it
     try:
         # Only the header is parsed, and only for the accepted formats.
         info = imageio.probe(location, max_pixels=1 << 62)

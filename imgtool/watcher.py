@@ -487,6 +487,7 @@ class Watcher:
                 raise _Skipped()
             if from_event and not force:
                 force = self._replaced_since_outputs(task)
+            log.debug("%s: started", _rel(src, self.root))
             result = self.pipeline.process(task, force=force)
         except (Interrupted, _Skipped):
             pass

@@ -136,3 +136,19 @@ def test_accepted_keys_cannot_climb_or_break_a_line(tail):
     assert url.is_within(url.parent)
     if not url.is_prefix:  # never within a "folder" that is its own key
         assert not url.is_within(url.as_prefix())
+
+
+def test_allow_roots_from_the_environment_keep_s3_urls():
+    from imgtool.queue.jobs import AllowRoots, split_roots
+
+    assert split_roots("/srv/a:s3://uploads/u1:/srv/b::S3://b2/") == ["/srv/a", "s3://uploads/u1", "/srv/b",
+                                                                      "S3://b2/"]
+    roots = AllowRoots.from_options([], {"IMGTOOL_ALLOW_ROOTS": "s3://uploads/u1"})
+    assert roots.roots == ("s3://uploads/u1/",)
+    assert roots.resolve("s3://uploads/u1/a.jpg", "inputPath") == "s3://uploads/u1/a.jpg"
+    import pytest
+    from imgtool.errors import PathNotAllowed
+
+    for outside in ("s3://uploads/u10/a.jpg", "s3://other/u1/a.jpg", "/srv/u1/a.jpg"):
+        with pytest.raises(PathNotAllowed):
+            roots.resolve(outside, "inputPath")

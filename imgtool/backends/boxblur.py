@@ -29,10 +29,11 @@ kernel (kernels/boxblur.cu) give the same bits whatever order they sum in:
 
 from __future__ import annotations
 
+import array
 import functools
 import math
-
-import numpy as np
+import numbers
+from typing import TYPE_CHECKING
 
 from ..ops.blur import MAX_BLUR_SIGMA, auto_sigma  # noqa: F401 - auto_sigma: read here by the bench and tests
 
@@ -43,6 +44,11 @@ FRAC_BITS = 6  # fractional bits of the values between passes
 # <= 3) cost no more than the passes and are a true Gaussian; from it on, the boxes.
 MIN_BOX_SIGMA = 1.0
 MAX_BOX_SIGMA = MAX_BLUR_SIGMA
+
+if TYPE_CHECKING:
+    import numpy as np
+# numpy is imported where it is used: the C path needs none of it, and its
+# import would be a third of the start-up every run pays.
 
 
 def uses_boxes(sigma: float | None) -> bool:
@@ -63,15 +69,29 @@ def _extended_box(variance: float) -> tuple[int, float]:
     return r, alpha
 
 
-@functools.lru_cache(maxsize=256)
 def box_cascade(sigma: float) -> np.ndarray:
-    """The passes of a Gaussian of ``sigma`` (1 to 50): int32 rows ``(r, W, A)``, read-only.
+    """The passes of a Gaussian of ``sigma`` (1 to 50) as int32 rows ``(r, W, A)``, read-only."""
+    import numpy as np
+
+    out = np.array(cascade_rows(sigma), dtype=np.int32)
+    out.setflags(write=False)
+    return out
+
+
+def cascade_buffer(sigma: float) -> array.array:
+    """``box_cascade(sigma)`` as a flat int32 buffer, what the C extension reads (no numpy)."""
+    return array.array("i", [v for row in cascade_rows(sigma) for v in row])
+
+
+@functools.lru_cache(maxsize=256)
+def cascade_rows(sigma: float) -> tuple[tuple[int, int, int], ...]:
+    """The passes of a Gaussian of ``sigma`` (1 to 50): rows ``(r, W, A)``.
 
     ``W`` is even so that ``A = (2**16 - W (2r + 1)) / 2`` is whole; the passes
     take the even W either side of the exact one so that the cascade's variance
     is sigma^2 to within 0.1%.
     """
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
         raise TypeError(f"sigma must be a number, not {type(sigma).__name__}")
     sigma = float(sigma)
     if not (MIN_BOX_SIGMA <= sigma <= MAX_BOX_SIGMA):  # NaN fails this too
@@ -91,9 +111,7 @@ def box_cascade(sigma: float) -> np.ndarray:
         w, a, v = min(candidates, key=lambda c: (abs(variance + c[2] - i * sigma * sigma / BOX_PASSES), c[0]))
         rows.append((r, w, a))
         variance += v
-    out = np.array(rows, dtype=np.int32)
-    out.setflags(write=False)
-    return out
+    return tuple(rows)
 
 
 def _box_variance(r: int, w: int, a: int) -> float:
@@ -118,6 +136,8 @@ def pass_shifts(passes: int) -> list[int]:
 
 def kernel_1d(params: np.ndarray) -> np.ndarray:
     """The cascade's effective 1-D kernel as float64 weights (for measuring it; the blur never uses it)."""
+    import numpy as np
+
     k = np.array([1.0])
     for r, w, a in params.tolist():
         box = np.full(2 * r + 3, float(w))
@@ -133,6 +153,8 @@ _CHUNK_VALUES = 1 << 21  # int64 values per chunk: bounds this path's memory to 
 
 def _cascade_axis(a: np.ndarray, params: np.ndarray, axis: int) -> np.ndarray:
     """One axis of the cascade over uint8 ``a`` (premultiplied); uint8 out."""
+    import numpy as np
+
     ext = extent(params)
     pad = [(0, 0)] * a.ndim
     pad[axis] = (ext, ext)
@@ -156,6 +178,8 @@ def _cascade_axis(a: np.ndarray, params: np.ndarray, axis: int) -> np.ndarray:
 
 def blur_premultiplied(img: np.ndarray, sigma: float) -> np.ndarray:
     """The cascade of a uint8 (h, w, c) image that is already premultiplied: horizontal, then vertical."""
+    import numpy as np
+
     params = box_cascade(sigma)
     h, w, c = img.shape
     out = np.empty_like(img)

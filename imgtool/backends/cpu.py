@@ -123,10 +123,10 @@ def blur_raw(raw, width: int, height: int, channels: int, sigma: float | None,
 def boxes_raw(raw, width: int, height: int, channels: int, sigma: float,
               scratch: Scratch | None = None) -> Pixels:
     """The C box-cascade Gaussian (boxblur.py) of ``c_source(image)`` (``_cpufast`` must be there)."""
-    from .boxblur import box_cascade
+    from .boxblur import cascade_buffer
 
     dst = _dest(scratch, BLUR, width * height * channels)
-    made = _cpufast.boxes(raw, dst, width, height, channels, box_cascade(sigma))
+    made = _cpufast.boxes(raw, dst, width, height, channels, cascade_buffer(sigma))
     return Pixels(width, height, channels, _written(dst, made))
 
 

@@ -137,6 +137,54 @@ def jobs_option(f):
                         help="Images processed at once [default: the number of CPU cores].")(f)
 
 
+def _configure_storage(ctx, param, value):
+    from .. import storage
+    from ..errors import ImgtoolError
+
+    if value is None:
+        return value
+    try:
+        if param.name == "s3_endpoint":
+            storage.configure(s3_endpoint=value)
+        else:
+            storage.configure(max_input_bytes=value)
+    except ImgtoolError as exc:
+        raise click.BadParameter(exc.message) from None
+    return value
+
+
+def _configure_video(ctx, param, value):
+    from .. import imageio
+
+    imageio.set_video_timeout(value)
+    return value
+
+
+def s3_endpoint_option(f):
+    return click.option("--s3-endpoint", metavar="URL", default=None, expose_value=False, is_eager=True,
+                        callback=_configure_storage,
+                        help="S3 endpoint of s3:// locations (MinIO, Ceph, SeaweedFS...) "
+                             "[default: $AWS_ENDPOINT_URL, the AWS profile, else AWS].")(f)
+
+
+def input_options(f):
+    """How inputs are read, whatever the command: --s3-endpoint, --max-input-bytes, --video-timeout.
+
+    They configure the stores and the video decoder as they are parsed; the
+    command is not called with them.
+    """
+    from ..storage import DEFAULT_MAX_INPUT_BYTES
+    from ..video import DEFAULT_TIMEOUT
+
+    f = click.option("--video-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
+                     show_default=True, expose_value=False, callback=_configure_video,
+                     help="Seconds a video's frame may take to decode; longer is a permanent error.")(f)
+    f = click.option("--max-input-bytes", type=click.IntRange(1), default=DEFAULT_MAX_INPUT_BYTES,
+                     show_default=True, expose_value=False, callback=_configure_storage,
+                     help="Refuse inputs larger than this, before reading them (an object's size from HEAD).")(f)
+    return s3_endpoint_option(f)
+
+
 def _max_memory(ctx, param, value):
     if value is None or str(value).lower() == "auto":
         from ..budgets import default_max_memory

@@ -15,7 +15,7 @@ from ..errors import ImgtoolError
 from ..textsafe import printable
 from ..pipeline import Interrupted, Pipeline, Result, Signals, Task, count_inputs, list_inputs
 from . import Outcome
-from .options import budget_options, jobs_option, processing_options
+from .options import budget_options, input_options, jobs_option, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -83,6 +83,7 @@ def _locations(ctx, param, value):
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None, callback=_locations,
               help="Write outputs under DIR (mirroring sub-folders) instead of processed/ beside each input.")
 @processing_options
+@input_options
 @jobs_option
 @budget_options
 @click.option("--allow-root", "allow_roots", multiple=True,
@@ -94,9 +95,11 @@ def _locations(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per input on stdout.")
 @click.pass_context
 def process(ctx, paths, output, settings, backend, jobs, limits, allow_roots, force, dry_run, as_json):
-    """Make the derivatives of image files and folders (walked recursively).
+    """Make the derivatives of image and video files and folders (walked recursively).
 
-    Outputs go to processed/<name>_<operation>.webp beside each input.
+    PATHS may be s3://bucket/key URLs (an object, or every image under a
+    prefix); -o may be one too.  Outputs go to processed/<name>_<operation>.webp
+    beside each input.
     Inputs whose outputs are newer are skipped unless --force is given.
 
     Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.

@@ -20,7 +20,7 @@ from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
 from . import Outcome
-from .options import MAX_JOBS, OpsList, budget_options, processing_options
+from .options import MAX_JOBS, OpsList, budget_options, input_options, processing_options, s3_endpoint_option
 
 log = logging.getLogger("imgtool")
 
@@ -37,6 +37,18 @@ def _prefix(ctx, param, value):
         return Keys(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _allow_roots(ctx, param, value):
+    """Each root as given: a folder that exists (resolved), or an s3:// prefix."""
+    roots = []
+    for text in value:
+        if storage.scheme_of(text):
+            roots.append(text)
+            continue
+        path = click.Path(exists=True, file_okay=False, resolve_path=True).convert(text, param, ctx)
+        roots.append(path)
+    return tuple(roots)
 
 
 def redis_options(f):
@@ -61,10 +73,10 @@ def _positive(ctx, param, value):
               help="Jobs processed at once (threads sharing one backend and GPU).")
 @click.option("--max-retries", type=click.IntRange(0), default=D.DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries of a job whose error is retryable before it goes to image:failed.")
-@click.option("--allow-root", "allow_roots", multiple=True,
-              type=click.Path(exists=True, file_okay=False, resolve_path=True),
-              help=f"Only read and write under DIR, after resolving symlinks (repeatable) "
-                   f"[default: ${D.ALLOW_ROOTS_ENV}, {os.pathsep!r}-separated].")
+@click.option("--allow-root", "allow_roots", multiple=True, metavar="DIR|s3://BUCKET/PREFIX",
+              callback=_allow_roots,
+              help=f"Only read and write under DIR, after resolving symlinks, or under an s3:// prefix "
+                   f"(repeatable) [default: ${D.ALLOW_ROOTS_ENV}, {os.pathsep!r}-separated].")
 @click.option("--drain-timeout", type=click.FloatRange(0), default=D.DEFAULT_DRAIN_TIMEOUT, show_default=True,
               help="On SIGTERM/SIGINT, seconds to let in-flight jobs finish before putting them back.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -84,6 +96,7 @@ def _positive(ctx, param, value):
               help="image:done keeps this many newest entries.")
 @processing_options
 @budget_options
+@input_options
 @click.pass_context
 def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
           heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, settings, backend, limits):
@@ -101,7 +114,7 @@ def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metr
 
     try:
         roots = AllowRoots.from_options(allow_roots)
-    except ValueError as exc:
+    except (ValueError, ImgtoolError) as exc:
         raise click.UsageError(f"{D.ALLOW_ROOTS_ENV}: {exc}") from None
     config = WorkerConfig(workers=workers, keys=keys, max_retries=max_retries,
                           max_recoveries=max_recoveries, drain_timeout=drain_timeout,
@@ -186,8 +199,11 @@ def make_job(src, operations, output_dir=None, options=None) -> dict:
 @click.option("--options", "options", metavar="JSON", default=None, callback=_options_json,
               help='Per-operation parameters, e.g. \'{"thumbnail": {"width": 320}}\'.')
 @click.option("-n", "--dry-run", is_flag=True, help="Print the jobs (one JSON line each) instead of pushing them.")
+@s3_endpoint_option
 def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
-    """Push a job for each image file (folders walked) with RPUSH, as the upload server does."""
+    """Push a job for each image or video file (folders walked) with RPUSH, as the upload server does.
+
+    PATHS and -o may be s3://bucket/key URLs (a prefix is listed)."""
     payloads = []
     skipped = 0
     for src in _inputs(paths):

@@ -14,7 +14,7 @@ import click
 from ..pipeline import Pipeline, Result, Signals, default_jobs
 from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
 from . import Outcome
-from .options import budget_options, jobs_option, processing_options
+from .options import budget_options, input_options, jobs_option, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -22,6 +22,7 @@ log = logging.getLogger("imgtool")
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @processing_options
+@input_options
 @jobs_option
 @budget_options
 @click.option("--polling", is_flag=True,

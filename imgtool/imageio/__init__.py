@@ -3,7 +3,8 @@
 The modules, each with one job:
 
 - ``sniff``: the format from a file's first bytes, a named refusal for the rest;
-- ``decode``: a file to an upright sRGB Pillow image, its header checked first;
+- ``decode``: a file to an upright sRGB Pillow image, its header checked first
+  (a video upload, sniffed by its container, to its frame at 1 s: ``imgtool.video``);
 - ``colour``: any mode, depth and ICC profile to 8-bit sRGB;
 - ``encode``: computed pixels to WebP bytes (``libwebp``: the simple-API fast path) or AVIF;
 - ``pillow``: every process-wide Pillow setting imgtool makes.
@@ -12,7 +13,7 @@ Files and objects are read and written by ``imgtool.storage``; this package
 sees only their bytes.
 """
 
-from .decode import ImageInfo, Opened, decode, decode_image, open_image, probe
+from .decode import ImageInfo, Opened, decode, decode_image, open_image, probe, set_video_timeout
 from .encode import (
     AVIF_CONTENT_TYPE,
     AVIF_MAX_SIDE,
@@ -41,4 +42,5 @@ __all__ = [
     "encode_webp",
     "open_image",
     "probe",
+    "set_video_timeout",
 ]

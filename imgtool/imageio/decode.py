@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
-from .. import budgets, storage
+from .. import budgets, storage, video
 from ..errors import (
+    UnsupportedFormat,
     CorruptImage,
     ImageTooLarge,
     ImgtoolError,
@@ -23,6 +24,17 @@ from .sniff import SHORTEST_IMAGE, SNIFF_BYTES, available, not_accepted, sniff
 
 if TYPE_CHECKING:  # numpy is imported where it is used, off the hot path
     import numpy as np
+
+#: Seconds a video's frame may take (``--video-timeout``), in a list so that it can be set for every thread.
+VIDEO_TIMEOUT = [video.DEFAULT_TIMEOUT]
+
+
+def set_video_timeout(seconds: float) -> None:
+    """``--video-timeout``: the time budget of decoding a video's frame, from now on."""
+    if not seconds > 0:
+        raise ValueError("the video timeout must be > 0")
+    VIDEO_TIMEOUT[0] = float(seconds)
+
 
 # EXIF orientation -> the transposition that makes the image upright.
 _ORIENTATION = {
@@ -76,6 +88,10 @@ class Opened:
     def _open(self) -> None:
         head = self.file.read(SNIFF_BYTES)
         formats = sniff(head)
+        if not formats and video.sniff_video(head):
+            self.file.seek(0)
+            self._open_video()
+            return
         if not formats and len(head) < SHORTEST_IMAGE:
             raise CorruptImage(f"only {len(head)} bytes: too short to be an image", self.name)
         if not formats:
@@ -99,6 +115,19 @@ class Opened:
             if w <= 0 or h <= 0:
                 raise CorruptImage(f"its header gives an empty size {w}x{h}", self.name)
 
+    def _open_video(self) -> None:
+        """A video upload: its frame at 1 s, upright, decoded now (reading a video's header means
+        opening its streams; the frame's size is checked against the pixel limit before it is decoded)."""
+        try:
+            import av  # noqa: F401 - only to say what is missing
+        except ImportError:
+            raise UnsupportedFormat("video uploads need PyAV: pip install 'imgtool[video]'", self.name) from None
+        frame = video.video_frame(self.file, max_pixels=self.max_pixels, timeout=VIDEO_TIMEOUT[0],
+                                  name=str(self.name))
+        frame.info = {}
+        self.format = "video"
+        self.image = self._kept = frame
+
     @property
     def decoded_bytes(self) -> int:
         """What the decoded 8-bit image will hold, from the header (RGBA where there is alpha, else RGB)."""
@@ -118,6 +147,8 @@ class Opened:
     def decode(self) -> Image.Image:
         """The image, loaded: mode RGB or RGBA, sRGB, upright, no metadata (its ``info`` is empty)."""
         im = self.image
+        if self.format == "video":
+            return im  # already the upright RGB frame
         with _decode_errors(self.name, self.format, self.max_pixels):
             # The scan count and the data's length against the header, before the decoder runs.
             budgets.check(self.file, im.format or self.format, im, self.name)
@@ -159,6 +190,10 @@ def open_image(source, max_pixels: int, name=None) -> Opened:
     if hasattr(source, "read"):
         return Opened(source, name if name is not None else getattr(source, "name", None), max_pixels)
     opened = storage.for_location(source).open_input(source)
+    if opened.size > storage.MAX_INPUT_BYTES:
+        opened.close()
+        raise ImageTooLarge(f"is {opened.size} bytes, over the input limit of {storage.MAX_INPUT_BYTES} bytes",
+                            opened.name)
     return Opened(opened.file, opened.name, max_pixels, owned=opened)
 
 

@@ -50,11 +50,15 @@ class Job:
     operations: tuple[str, ...]
     retry_count: int
     settings: Settings
-    src: Path  # inputPath and outputDir with symlinks resolved: what is opened
-    out_dir: Path
+    src: Path | str  # inputPath and outputDir with symlinks resolved: what is opened (s3:// URLs as given)
+    out_dir: Path | str
 
     def output_paths(self) -> dict[str, str]:
         """Each output under outputDir as the producer named it (the convention), by output key."""
+        if storage.scheme_of(self.output_dir):
+            store = storage.for_location(self.output_dir)
+            return {key: store.join(self.output_dir, name)
+                    for key, name in output_names(self.job_id, self.settings).items()}
         return {key: os.path.join(self.output_dir, name)
                 for key, name in output_names(self.job_id, self.settings).items()}
 
@@ -74,7 +78,7 @@ class AllowRoots:
         """``--allow-root`` when given, else ``IMGTOOL_ALLOW_ROOTS`` (os.pathsep-separated)."""
         env = os.environ if env is None else env
         if not roots:
-            roots = [r for r in env.get(ALLOW_ROOTS_ENV, "").split(os.pathsep) if r]
+            roots = split_roots(env.get(ALLOW_ROOTS_ENV, ""))
         return cls(roots)
 
     def __bool__(self) -> bool:
@@ -83,6 +87,22 @@ class AllowRoots:
     def resolve(self, path: str, field: str):
         """``path`` as it will be opened (symlinks resolved); PathNotAllowed when it lands outside every root."""
         return storage.for_location(path).confine(path, self.roots, field)
+
+
+def split_roots(text: str) -> list[str]:
+    """``IMGTOOL_ALLOW_ROOTS`` as roots: os.pathsep-separated, an ``s3://`` URL's own ':' kept."""
+    parts = text.split(os.pathsep)
+    roots: list[str] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if part.lower() in storage.SCHEMES and i + 1 < len(parts) and parts[i + 1].startswith("//"):
+            part = f"{part}:{parts[i + 1]}"
+            i += 1
+        if part:
+            roots.append(part)
+        i += 1
+    return roots
 
 
 # --------------------------------------------------------------------------- parsing
@@ -194,8 +214,11 @@ def _abs_path(field: str, value) -> str:
         raise InvalidJob(f"{field} contains a NUL character")
     if len(value) > MAX_PATH_LENGTH:
         raise InvalidJob(f"{field} is {len(value)} characters, over {MAX_PATH_LENGTH}")
+    if storage.scheme_of(value):
+        storage.location(value)  # a URL its store refuses is an invalid job (InvalidJob)
+        return value
     if not os.path.isabs(value):
-        raise InvalidJob(f"{field} {_show(value)} is not an absolute path")
+        raise InvalidJob(f"{field} {_show(value)} is not an absolute path or an s3:// URL")
     return value
 
 

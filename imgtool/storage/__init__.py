@@ -16,10 +16,10 @@ import os
 import threading
 
 from .base import Input, Location, Output, Store
-from .names import PROCESSED_DIR, is_candidate, is_image_name
+from .names import PROCESSED_DIR, is_candidate, is_image_name, is_video_name
 
 #: URL scheme -> "module:class" of the store that owns such locations.
-SCHEMES: dict[str, str] = {}
+SCHEMES: dict[str, str] = {"s3": "imgtool.storage.s3:ObjectStore"}
 
 _stores: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -55,6 +55,37 @@ def _make(scheme: str) -> Store:
     return getattr(importlib.import_module(module), cls)()
 
 
+#: The largest input read (``--max-input-bytes``): its size is checked before any byte is.
+DEFAULT_MAX_INPUT_BYTES = 256 * 1024 * 1024
+MAX_INPUT_BYTES = DEFAULT_MAX_INPUT_BYTES
+
+
+def configure(*, max_input_bytes: int | None = None, s3_endpoint: str | None = None) -> None:
+    """What the command line says of reading inputs: the size limit (every store) and the S3 endpoint."""
+    global MAX_INPUT_BYTES
+    if max_input_bytes is not None:
+        MAX_INPUT_BYTES = max_input_bytes
+    if max_input_bytes is not None or s3_endpoint is not None:
+        from . import s3
+
+        s3.configure(endpoint_url=s3_endpoint, max_input_bytes=max_input_bytes)
+
+
+def _reset(scheme: str) -> None:
+    """Forget the store made for ``scheme``: the next use makes it again (with new settings)."""
+    with _lock:
+        _stores.pop(scheme, None)
+
+
+def judge_of(src: Location, out_dir: Location) -> Store:
+    """The store that says whether outputs in ``out_dir`` are up to date with ``src``.
+
+    The outputs' store when it is not the local one (it keeps what the
+    outputs were made with and knows their times), else the input's.
+    """
+    return for_location(out_dir) if scheme_of(out_dir) else for_location(src)
+
+
 def location(text: str | os.PathLike) -> Location:
     """``text`` as its store's location."""
     return for_location(text).location(text)
@@ -72,6 +103,6 @@ def default_out_dir(src: Location) -> Location:
 
 
 __all__ = [
-    "PROCESSED_DIR", "SCHEMES", "Input", "Location", "Output", "Store", "default_out_dir",
-    "for_location", "is_candidate", "is_image_name", "location", "name", "scheme_of",
+    "DEFAULT_MAX_INPUT_BYTES", "PROCESSED_DIR", "SCHEMES", "configure", "Input", "Location", "Output", "Store", "default_out_dir",
+    "for_location", "is_candidate", "judge_of", "is_image_name", "is_video_name", "location", "name", "scheme_of",
 ]

@@ -38,6 +38,8 @@ class Output:
     location: Location
     data: bytes
     content_type: str  # e.g. "image/webp": an object store records it with the object
+    # The settings it was made with (Operation.fingerprint): a store may keep it beside the output.
+    fingerprint: str = ""
 
 
 class Input(abc.ABC):
@@ -109,6 +111,14 @@ class Store(abc.ABC):
         Raises InputNotFound (retryable) when it is not there, UnsupportedFormat
         for a folder or anything but a regular file, CorruptImage when empty,
         TransientIOError when it cannot be read.
+        """
+
+    def prefetch(self, location: Location, skip: Callable[[], bool] | None = None) -> None:
+        """A hint: ``location`` will be opened soon (unless ``skip()`` says it need not be).
+
+        A store whose reads are slow (over a network) starts fetching it on
+        threads of its own, bounded; ``open_input`` then takes the data.  The
+        default does nothing.
         """
 
     @abc.abstractmethod

@@ -10,6 +10,9 @@ from ..ops import is_output_name
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .heic .heif .avif .svg .svgz".split()
 )
+#: Video uploads: their frame at 1 s is the image (imgtool.video).
+VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .webm .mkv .avi".split())
+INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 #: The output folder beside each input, as the upload server lays it out; never walked.
 PROCESSED_DIR = "processed"
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~", ".swp")
@@ -21,8 +24,13 @@ def is_ignored_name(name: str) -> bool:
 
 
 def is_image_name(name: str) -> bool:
-    """An image suffix, and not hidden, temporary or one of imgtool's outputs."""
-    return not is_ignored_name(name) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    """An image (or video) suffix, and not hidden, temporary or one of imgtool's outputs."""
+    return not is_ignored_name(name) and os.path.splitext(name)[1].lower() in INPUT_SUFFIXES
+
+
+def is_video_name(name: str) -> bool:
+    """A video suffix (the container's bytes decide in the end)."""
+    return os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
 
 
 def is_walked_folder(name: str) -> bool:

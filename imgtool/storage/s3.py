@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import (
+    CorruptImage,
     ImageTooLarge,
     ImgtoolError,
     InputNotFound,
@@ -46,7 +47,10 @@ from ..errors import (
     PathNotAllowed,
     PermanentError,
     TransientIOError,
+    UnsupportedFormat,
 )
+from .base import Input as _Input
+from .base import Store as _StoreBase
 
 log = logging.getLogger("imgtool")
 
@@ -279,11 +283,14 @@ def make_client(
     # Where the endpoint is set (the option, AWS_ENDPOINT_URL[_S3], the profile)
     # it decides the addressing at once; else botocore resolves it (AWS, or a
     # services section of the config file), and a non-AWS answer is built again.
-    known = endpoint_url or _configured_endpoint(scoped)
-    if known is not None:
-        return build(path_style=not _is_aws(known))
-    client = build(path_style=False)
-    return client if _is_aws(client.meta.endpoint_url) else build(path_style=True)
+    try:
+        known = endpoint_url or _configured_endpoint(scoped)
+        if known is not None:
+            return build(path_style=not _is_aws(known))
+        client = build(path_style=False)
+        return client if _is_aws(client.meta.endpoint_url) else build(path_style=True)
+    except botocore.exceptions.BotoCoreError as exc:  # a bad setting (CA bundle, region, config file)
+        raise PermanentError(f"the S3 client cannot be set up ({_short(exc)})") from None
 
 
 def _configured_endpoint(scoped: Mapping) -> str | None:
@@ -676,3 +683,356 @@ class S3Store:
             if source.etag and made_from != source.etag:
                 return False
         return True
+
+
+# --------------------------------------------------------------------------- the store seam
+
+#: Objects fetched ahead of the workers (``prefetch``) at most, and the transfers run at once.
+PREFETCH_LIMIT = 16
+TRANSFER_THREADS = 8
+#: The most bytes held by fetches ahead; an input that would pass it is fetched when it is opened.
+PREFETCH_BYTES = 256 * 1024 * 1024
+
+# What ``configure`` set: the next ObjectStore made takes these.
+_config: dict = {}
+
+
+def configure(*, endpoint_url: str | None = None, max_input_bytes: int | None = None) -> None:
+    """The command line's ``--s3-endpoint`` and ``--max-input-bytes``, for every s3:// location after this."""
+    from . import _reset
+
+    if endpoint_url is not None:
+        _check_endpoint(endpoint_url)
+        _config["endpoint_url"] = endpoint_url
+    if max_input_bytes is not None:
+        _config["max_input_bytes"] = max_input_bytes
+    _reset("s3")
+
+
+class S3Input(_Input):
+    """An object read into memory (it is at most ``max_input_bytes``): the Input of the seam."""
+
+    def __init__(self, url: S3Url, data: bytes, info: ObjectInfo):
+        import io
+
+        self.name = str(url)
+        self.file = io.BytesIO(data)
+        self.size = len(data)
+        self.mtime_ns = int(info.mtime * 1_000_000_000)
+        self.info = info
+
+
+class ObjectStore(_StoreBase):
+    """``s3://bucket/key`` locations: the storage seam's implementation over an S3Store.
+
+    Locations are the URLs as strings (``s3://bucket/key``; a prefix ends in
+    ``/``).  The client is made on first use, from the standard AWS settings
+    and what ``configure`` set.  Transfers overlap with the image work: the
+    pipeline asks for the inputs its pool has taken (``prefetch``), which are
+    fetched a few at a time on this store's threads, and a job's outputs are
+    PUT at once, in parallel.
+    """
+
+    def __init__(self, s3: S3Store | None = None, **options):
+        self._s3 = s3
+        self._options = {**_config, **options}
+        self._lock = threading.Lock()
+        self._pools: dict = {}
+        self._ahead: dict[str, object] = {}  # URL -> Future of (info, data), oldest first
+        self._ahead_bytes = 0  # what the fetches ahead hold (or have claimed)
+        self._source = threading.local()  # the input this thread read last: its ETag goes on the outputs
+
+    @property
+    def s3(self) -> S3Store:
+        if self._s3 is None:
+            with self._lock:
+                if self._s3 is None:
+                    opts = dict(self._options)
+                    limit = opts.pop("max_input_bytes", DEFAULT_MAX_INPUT_BYTES)
+                    opts.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+                    self._s3 = S3Store(max_input_bytes=limit, **opts)
+        return self._s3
+
+    def _executor(self):
+        """The threads of the downloads ahead."""
+        pool = self._pools.get("get")
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with self._lock:
+                pool = self._pools.get("get")
+                if pool is None:
+                    pool = self._pools["get"] = ThreadPoolExecutor(TRANSFER_THREADS,
+                                                                  thread_name_prefix="imgtool-s3-get")
+        return pool
+
+    def _uploads(self):
+        """The uploads' threads (apart from the downloads', so neither waits on the other): at most
+        TRANSFER_THREADS PUTs in flight, whatever the number of workers writing."""
+        writer = self._pools.get("put")
+        if writer is None:
+            from .transfer import BackgroundWriter
+
+            with self._lock:
+                writer = self._pools.get("put")
+                if writer is None:
+                    writer = self._pools["put"] = BackgroundWriter(TRANSFER_THREADS, name="s3-put")
+        return writer
+
+    # -- locations -----------------------------------------------------------------
+
+    @staticmethod
+    def url(location) -> S3Url:
+        return location if isinstance(location, S3Url) else parse_s3_url(str(location))
+
+    def location(self, text) -> str:
+        return str(parse_s3_url(os.fspath(text)))
+
+    def name(self, location) -> str:
+        url = self.url(location)
+        return url.name or url.key.rstrip("/").rsplit("/", 1)[-1] or url.bucket
+
+    def parent(self, location) -> str:
+        return str(self.url(location).parent)
+
+    def join(self, folder, *names: str) -> str:
+        return str(self.url(folder).join(*names))
+
+    def relative(self, location, base) -> tuple[str, ...]:
+        rel = self.url(location).as_prefix().relative_to(self.url(base))
+        return tuple(p for p in rel.split("/") if p)
+
+    def absolute(self, location) -> str:
+        return str(self.url(location))
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def kind(self, location) -> str:
+        """An object is a "file"; a prefix (any URL ending in ``/``, or one with keys below it) a "folder".
+
+        A missing bucket or refused credentials raise their error: nothing there can be listed.
+        """
+        url = self.url(location)
+        if not url.is_prefix:
+            try:
+                self.s3.stat(url)
+                return "file"
+            except InputNotFound:
+                pass
+            return "folder" if self._has_keys(url.as_prefix()) else "missing"
+        if not self.s3._bucket_exists(url):
+            raise PermanentError(f"no such bucket {url.bucket!r}", url)
+        return "folder"
+
+    def _has_keys(self, prefix: S3Url) -> bool:
+        try:
+            page = self.s3.client.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.key, MaxKeys=1)
+        except Exception as exc:  # noqa: BLE001
+            raise error_from_boto(exc, prefix) from None
+        return bool(page.get("KeyCount") or page.get("Contents"))
+
+    def identity(self, location) -> str:
+        return str(self.url(location))
+
+    def open_input(self, location) -> S3Input:
+        """HEAD (the size against the limit), then GET into memory; or what ``prefetch`` fetched."""
+        url = self.url(location)
+        if url.is_prefix:
+            raise UnsupportedFormat("is a prefix (a folder), not an object", url)
+        ahead = None
+        if not getattr(self._source, "ahead", False):  # not the fetch ahead itself, looking at the header
+            with self._lock:
+                ahead = self._ahead.pop(str(url), None)
+        got = ahead.result() if ahead is not None else None
+        if got is not None:
+            self._release(len(got[1]))
+        info, data = got if got is not None else self._fetch(url)
+        if not data:
+            raise CorruptImage("empty object (0 bytes)", url)
+        self._source.info = info
+        return S3Input(url, data, info)
+
+    def _fetch(self, url: S3Url) -> tuple[ObjectInfo, bytes]:
+        info = self.s3.stat(url)
+        return info, self.s3.read(url, info)
+
+    def prefetch(self, location, skip: Callable[[], bool] | None = None) -> None:
+        """Start fetching ``location`` on this store's threads, unless ``skip()`` (run there first) says
+        it is not needed; ``open_input`` then takes what was fetched.
+
+        At most PREFETCH_LIMIT fetches are held; past it the oldest finished
+        one is dropped (an input whose task never opened it), or nothing is
+        fetched ahead (``open_input`` fetches itself).
+        """
+        try:
+            url = self.url(location)
+        except ImgtoolError:
+            return
+        key = str(url)
+        pool = self._executor()
+        with self._lock:
+            if url.is_prefix or key in self._ahead:
+                return
+            if len(self._ahead) >= PREFETCH_LIMIT:
+                oldest = next(iter(self._ahead))
+                if not self._ahead[oldest].done():
+                    return
+                dropped = self._ahead.pop(oldest).result()
+                if dropped is not None:
+                    self._ahead_bytes -= len(dropped[1])
+            self._ahead[key] = pool.submit(self._fetch_ahead, url, key, skip)
+
+    def _fetch_ahead(self, url: S3Url, key: str, skip) -> tuple[ObjectInfo, bytes] | None:
+        got = None
+        self._source.ahead = True
+        try:
+            if skip is None or not skip():
+                info = self.s3.stat(url)
+                with self._lock:
+                    room = self._ahead_bytes + info.size <= PREFETCH_BYTES
+                    if room:
+                        self._ahead_bytes += info.size
+                if room:
+                    try:
+                        data = self.s3.read(url, info)
+                    finally:
+                        self._release(info.size)
+                    with self._lock:
+                        self._ahead_bytes += len(data)
+                    got = (info, data)
+        except Exception:  # noqa: BLE001 - open_input tries again and says what is wrong
+            pass
+        finally:
+            self._source.ahead = False
+        if got is None:
+            with self._lock:
+                self._ahead.pop(key, None)
+        return got
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self._ahead_bytes -= size
+
+    def list_images(self, root, *, ordered: bool = True, rank=None, on_error=None) -> Iterator[str]:
+        """Every input under the prefix, prefix by prefix as the local store walks folders.
+
+        A prefix's own images come first, largest first (the listing's sizes:
+        no header is read from object storage to order them), then its
+        sub-prefixes in name order; ``processed/`` and hidden ones are not
+        entered.  A prefix that cannot be listed goes to ``on_error``.
+        """
+        from .names import is_image_name, is_walked_folder
+
+        stack = [self.url(root).as_prefix()]
+        while stack:
+            prefix = stack.pop()
+            files: list[tuple[int, str]] = []
+            subdirs: list[S3Url] = []
+            try:
+                pages = self.s3.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=prefix.bucket, Prefix=prefix.key, Delimiter="/")
+                for page in pages:
+                    for entry in page.get("Contents", ()):
+                        info = self.s3._listed(prefix, entry, is_image_name)
+                        if info is not None:
+                            files.append((-info.size if ordered else 0, str(info.url)))
+                    for common in page.get("CommonPrefixes", ()):
+                        name = common["Prefix"][len(prefix.key):].rstrip("/")
+                        if not name or not is_walked_folder(name):
+                            continue
+                        try:
+                            subdirs.append(prefix.join(name + "/"))
+                        except InvalidS3Url as exc:
+                            log.warning("skipped: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - every failure is the prefix's, named
+                err = error_from_boto(exc, prefix)
+                if on_error is None:
+                    raise err from None
+                on_error(str(prefix), OSError(err.message))
+                continue
+            for _size, url in sorted(files):
+                yield url
+            stack.extend(sorted(subdirs, reverse=True))
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def check_writable(self, folder) -> None:
+        self.s3.check_output_dir(self.url(folder))
+
+    def write_outputs(self, outputs) -> list[str]:
+        """PUT every output at once (one PUT each, atomic there), with its Content-Type and settings; all or none.
+
+        When one PUT fails, every object of this attempt is deleted, those
+        whose PUT seemed to fail too (a timed-out PUT may still have landed).
+        """
+        source = getattr(self._source, "info", None)
+        self._source.info = None
+        objects = [Output(self.url(o.location), o.data, getattr(o, "fingerprint", "") or "", o.content_type)
+                   for o in outputs]
+        if len(objects) <= 1:
+            return [str(u) for u in self.s3.write_outputs(objects, source)]
+        futures = [self._uploads().submit(self.s3.write_outputs, [obj], source) for obj in objects]
+        errors = []
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as exc:  # noqa: BLE001 - the first is raised below, after the undo
+                errors.append(exc)
+        if errors:
+            self.s3._undo(obj.url for obj in objects)
+            raise errors[0]
+        return [str(obj.url) for obj in objects]
+
+    def remove(self, locations) -> None:
+        for loc in locations:
+            try:
+                self.s3.remove(self.url(loc))
+            except ImgtoolError as exc:
+                log.warning("could not remove %s: %s", loc, exc)
+
+    def fresh(self, src, outputs: Mapping) -> bool:
+        """Every output exists, is at least as new as ``src`` and was made from it with the same settings.
+
+        Output objects keep the settings' fingerprint and the source's ETag in
+        their user metadata (``x-amz-meta-imgtool-settings``,
+        ``x-amz-meta-imgtool-source``).  ``src`` may be a local file (``-o
+        s3://``) and outputs local files (``process s3://... -o DIR``): those
+        are compared by their times (S3 keeps whole seconds).
+        """
+        from . import scheme_of
+
+        try:
+            if scheme_of(src) == "s3":
+                source = self.s3.stat(self.url(src))
+            else:
+                st = os.stat(src)
+                source = ObjectInfo(url=src, size=st.st_size, mtime=float(int(st.st_mtime)))
+        except (InputNotFound, OSError):
+            return False
+        remote = {self.url(loc): fp for loc, fp in outputs.items() if scheme_of(loc) == "s3"}
+        for loc in outputs:
+            if scheme_of(loc) != "s3":
+                try:
+                    if os.stat(loc).st_mtime < source.mtime or os.path.islink(loc):
+                        return False
+                except OSError:
+                    return False
+        return self.s3.up_to_date(source, remote)
+
+    # -- confinement -------------------------------------------------------------------
+
+    def root(self, text) -> str:
+        try:
+            return str(parse_s3_url(os.fspath(text), prefix=True))
+        except InvalidS3Url as exc:
+            raise ValueError(str(exc)) from None
+
+    def confine(self, location, roots, field: str) -> str:
+        url = self.url(location)
+        if not roots:
+            return str(url)
+        mine = [parse_s3_url(r, prefix=True) for r in map(str, roots) if is_s3_url(r)]
+        if not any(url.is_within(r) for r in mine):
+            shown = ", ".join(map(str, roots))
+            raise PathNotAllowed(f"{field} is outside the allowed roots ({shown})", url)
+        return str(url)
