@@ -275,7 +275,10 @@ class Pipeline:
                 self._check_stop()
                 self._writing += 1
             try:
-                return storage.for_location(task.out_dir).write_outputs(encoded)
+                written = storage.for_location(task.out_dir).write_outputs(encoded)
+                if running is not None:
+                    running.committed = True  # written: the result stands, even past the deadline
+                return written
             finally:
                 with self._writes:
                     self._writing -= 1
@@ -410,7 +413,8 @@ class TaskContext:
     and ``admit()`` once the header has said how large the image is.
     """
 
-    __slots__ = ("pool", "started", "deadline", "admitted", "estimate", "abandoned", "write_lock", "detached")
+    __slots__ = ("pool", "started", "deadline", "admitted", "estimate", "abandoned", "write_lock", "detached",
+                 "committed")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -426,6 +430,7 @@ class TaskContext:
         # that work stops at its next step and never writes (write_lock orders the two).
         self.abandoned = False
         self.write_lock = threading.Lock()
+        self.committed = False  # the outputs are written: the task is no longer abandoned
         # Set when the work outlives the pool thread's task: its thread gives the admitted bytes back.
         self.detached = False
 
@@ -546,6 +551,7 @@ class Pool:
         so it is late but never refused.  A task that waited gets its time
         budget afresh: waiting is not working.
         """
+        task.check()  # an abandoned task takes no more memory
         need = decoded_bytes if task.estimate is None else task.estimate
         waited = False
         with self._cond:

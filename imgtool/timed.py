@@ -10,7 +10,8 @@ the watcher wakes at the deadline and:
   worker records that and goes on with the next image on the same pool thread;
 - marks the task abandoned: its work stops at its next step and can never
   write an output (writing and abandoning take the task's ``write_lock``, so
-  a write under way finishes and then counts as the result instead);
+  a write under way finishes and then counts as the result instead: a job's
+  outputs are never written and its result a timeout);
 - leaves the work's thread to end by itself when the library returns (its
   cost is bounded by the pixel limit and the JPEG scan limit), its memory
   still counted against ``--max-memory`` until then.
@@ -81,12 +82,16 @@ def run_timed(pipeline, ctx, task, force: bool):
             break
         if deadline is not None and time.monotonic() >= ctx.deadline:
             with ctx.write_lock:
-                if done.is_set():
-                    break
-                ctx.abandoned = True
-                ctx.detached = True
-                with _abandoned_lock:
-                    _abandoned_running += 1
+                finished = done.is_set() or ctx.committed
+                if not finished:
+                    ctx.abandoned = True
+                    ctx.detached = True
+                    with _abandoned_lock:
+                        _abandoned_running += 1
+            if finished:
+                # Its outputs are written (a write under way held the lock): that is the result.
+                done.wait()
+                break
             # The work's thread keeps the scratch buffers: this thread takes new ones.
             pipeline._local.scratch = None
             budget = ctx.pool.time_budget

@@ -38,11 +38,11 @@ def _gradient_png(path: Path, side: int = 10000) -> Path:
 
 def test_a_job_over_the_time_budget_fails_as_timeout_and_the_worker_goes_on(redis_server, workers, tmp_path):
     r = redis_server.client()
-    big = _noise_png(tmp_path / "up" / "big.png", 8000, 6000)
+    big = _noise_png(tmp_path / "up" / "big.png", 6000, 4000)
     small = make_image(tmp_path / "up" / "small.png")
     out = tmp_path / "up" / "processed"
     push(r, job("big", big, out), job("small", small, out))
-    workers.start(redis_server, "-w", "1", "--job-timeout", "1.5")
+    workers.start(redis_server, "-w", "1", "--job-timeout", "1")
     workers.wait_for(lambda: r.llen(K.done) == 1 and r.llen(K.failed) == 1, 90, "one done, one failed")
     failed, = entries(r, K.failed)
     done, = entries(r, K.done)
