@@ -17,6 +17,7 @@ from imgtool.errors import (
     ImgtoolError,
     InputNotFound,
     InvalidJob,
+    JobTimeout,
     PathNotAllowed,
     PermanentError,
     ResourceExhausted,
@@ -26,7 +27,8 @@ from imgtool.errors import (
     from_os_error,
 )
 
-PERMANENT = [UnsupportedFormat, CorruptImage, ImageTooLarge, InvalidJob, PathNotAllowed, BackendUnavailable]
+PERMANENT = [UnsupportedFormat, CorruptImage, ImageTooLarge, InvalidJob, PathNotAllowed, BackendUnavailable,
+             JobTimeout]
 RETRYABLE = [InputNotFound, TransientIOError, GPUError, ResourceExhausted]
 
 
