@@ -187,7 +187,9 @@ def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
     src = roots.resolve(input_path, "inputPath")
     out_dir = roots.resolve(output_dir, "outputDir")
     store = storage.for_location(out_dir)
-    if store.kind(out_dir) == "file":
+    # A local file in the way fails the job at once (a stat); an object store's prefixes have
+    # nothing in their way, and asking it would cost a request per job.
+    if not storage.scheme_of(out_dir) and store.kind(out_dir) == "file":
         raise InvalidJob("outputDir is a file, not a folder", output_dir)
     outputs = {store.join(out_dir, name) for name in output_names(job_id, settings).values()}
     if src in outputs:
