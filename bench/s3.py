@@ -9,7 +9,7 @@ round after round, interleaved so that other load falls on both alike:
 
 each a fresh process with the same -j, settings and backend, timed from start
 to exit.  The goal is s3 >= 0.9x the local throughput.  Then the video frame:
-``imgtool.video.video_frame`` (open, seek-free decode to the frame at 1 s,
+``imgtool.imageio.video.video_frame`` (open, seek-free decode to the frame at 1 s,
 rotation) timed in this process on PyAV-made clips, beside a JPEG decode of
 the same size.
 
@@ -58,21 +58,22 @@ def imgtool(args: list[str], env: dict) -> float:
     return seconds
 
 
-def throughput(files: list[Path], rounds: int, jobs: int, backend: str, work: Path) -> dict:
+def throughput(files: list[Path], rounds: int, jobs: int, backend: str, work: Path, copies: int = 1) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from seaweed import SeaweedServer  # the tests' server: the same flags, ports and identities
 
     local = work / "local"
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
-    for f in files:
-        shutil.copy2(f, local / f.name)
+    names = [(f, f"c{c}-{f.name}") for c in range(copies) for f in files]
+    for f, name in names:
+        shutil.copy2(f, local / name)
     server = SeaweedServer(work / "weed").start()
     try:
         bucket = server.make_bucket("bench")
         client = server.client()
-        for f in files:
-            client.put_object(Bucket=bucket, Key=f"corpus/{f.name}", Body=f.read_bytes())
+        for f, name in names:
+            client.put_object(Bucket=bucket, Key=f"corpus/{name}", Body=f.read_bytes())
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(server.env())
         common = ["--force", "-j", str(jobs), "--backend", backend, "-q"]
@@ -84,14 +85,22 @@ def throughput(files: list[Path], rounds: int, jobs: int, backend: str, work: Pa
             times["s3"].append(imgtool(["process", f"s3://{bucket}/corpus/", "-o", f"s3://{bucket}/out/",
                                         *common], env))
             print(f"round {r + 1}: local {times['local'][-1]:.2f} s, s3 {times['s3'][-1]:.2f} s", flush=True)
+        # The fixed cost: a run over nothing (boto3's import and its client are most of the s3 one's).
+        empty = work / "empty"
+        empty.mkdir(exist_ok=True)
+        client.put_object(Bucket=bucket, Key="empty/notes.txt", Body=b"no image here")
+        for _ in range(3):
+            times.setdefault("local-empty", []).append(imgtool(["process", str(empty), *common], env))
+            times.setdefault("s3-empty", []).append(imgtool(["process", f"s3://{bucket}/empty/", *common], env))
         made = sum(1 for _ in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="out/"))
         assert made, "no output objects"
     finally:
         server.stop()
-    n = len(files)
+    n = len(names)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"files": n, "bytes": sum(f.stat().st_size for f in files), "rounds": rounds, "jobs": jobs,
-            "seconds": med, "rate": {k: n / s for k, s in med.items()}, "all": times}
+    return {"files": n, "copies": copies, "bytes": sum(f.stat().st_size for f, _ in names), "rounds": rounds,
+            "jobs": jobs,
+            "seconds": med, "rate": {k: n / med[k] for k in ("local", "s3")}, "all": times}
 
 
 def video_cost(repeat: int) -> list[list]:
@@ -102,7 +111,7 @@ def video_cost(repeat: int) -> list[list]:
     sys.path.insert(0, str(REPO / "tests"))
     from videoclips import make_clip
 
-    from imgtool.video import video_frame
+    from imgtool.imageio.video import video_frame
 
     rows = []
     for kind in ("h264-mp4", "vp9-webm"):
@@ -136,16 +145,19 @@ def section(tp: dict | None, video: list[list] | None, repeat: int) -> str:
     if tp is not None:
         ratio = tp["rate"]["s3"] / tp["rate"]["local"]
         lines += [
-            f"`imgtool process` over {tp['files']} files ({tp['bytes'] / 1e6:.1f} MB), -j {tp['jobs']}, "
+            f"`imgtool process` over {tp['files']} files ({tp['copies']} copies of each corpus file under "
+            f"other names, {tp['bytes'] / 1e6:.1f} MB), -j {tp['jobs']}, "
             f"--force, median of {tp['rounds']} interleaved rounds, each a fresh process (start-up included); "
             "s3 reads from and writes to a SeaweedFS on this machine (loopback).", "",
             report.table(["inputs", "seconds", "images/s", "vs local"], [
                 ["files on disk", f"{tp['seconds']['local']:.2f}", f"{tp['rate']['local']:.2f}", "1.00x"],
                 ["s3:// (SeaweedFS)", f"{tp['seconds']['s3']:.2f}", f"{tp['rate']['s3']:.2f}", f"{ratio:.2f}x"],
             ]), "",
+            f"Start-up (a run over a folder or prefix with no image, median of 3): local "
+            f"{tp['seconds']['local-empty']:.2f} s, s3 {tp['seconds']['s3-empty']:.2f} s.", "",
             f"Goal: >= {TARGET}x the local throughput: {'met' if ratio >= TARGET else 'NOT met'}.", ""]
     if video is not None:
-        lines += ["The video frame: `imgtool.video.video_frame` (sniff, open, decode to the frame at 1 s, "
+        lines += ["The video frame: `imgtool.imageio.video.video_frame` (sniff, open, decode to the frame at 1 s, "
                   f"rotation), median of {repeat}, one thread, 45-frame noise clips at 25 fps (the "
                   "worst case for the decoder); beside it a Pillow decode of a JPEG of that size.", "",
                   report.table(["clip", "size", "bytes", "frame at 1 s, ms", "JPEG decode, ms"], video), ""]
@@ -157,6 +169,9 @@ def main(argv=None) -> None:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help=f"folder of images (default {DEFAULT_CORPUS})")
     ap.add_argument("--files", type=int, default=None, help="only the first N files (a smoke run)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--copies", type=int, default=4,
+                    help="each file this many times under other names, so that start-up (boto3's import and "
+                         "client, about half a second) weighs on the throughput as on a real prefix (default 4)")
     ap.add_argument("-j", "--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--no-video", action="store_true", help="skip the video frame's cost")
@@ -168,7 +183,7 @@ def main(argv=None) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="imgtool-bench-s3-"))
     try:
         tp = None if args.no_throughput else throughput(corpus_files(args.corpus, args.files), args.rounds,
-                                                        args.jobs, args.backend, work)
+                                                        args.jobs, args.backend, work, args.copies)
         repeat = VIDEO_REPEAT if not args.files else 1
         video = None if args.no_video else video_cost(repeat)
     finally:

@@ -52,7 +52,7 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
-                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
@@ -95,7 +95,7 @@ _imgtool() {
                 '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
                 '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
-                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
                 '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'
@@ -123,7 +123,7 @@ _imgtool() {
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
-                '--max-input-bytes[Refuse inputs larger than this, before reading them (an object'\''s size from HEAD).]:value:' \
+                '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
                 '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \

@@ -536,7 +536,6 @@ UNSUPPORTED = {
     "eps": lambda: _other_format("EPS"),
     "jpeg2000": lambda: _other_format("JPEG2000"),
     "psd-like": lambda: b"8BPS" + bytes(100),
-    "mp4": lambda: b"\0\0\0\x18ftypisom\0\0\0\0isommp41" + bytes(64),
     "binary": lambda: bytes(range(256)) * 4,
 }
 
@@ -552,6 +551,15 @@ def test_unsupported_files_are_a_permanent_error(tmp_path, case):
         assert "SVG" in info.value.message
     if case == "pdf":
         assert "PDF" in info.value.message
+
+
+def test_a_video_header_with_nothing_behind_it_is_a_corrupt_video(tmp_path):
+    # Videos are inputs (their frame at 1 s): an MP4's header alone is a broken video, not a foreign file.
+    path = write(tmp_path, "clip.jpg", b"\0\0\0\x18ftypisom\0\0\0\0isommp41" + bytes(64))
+    with pytest.raises(CorruptImage, match="video") as info:
+        imageio.decode(path, BIG)
+    assert not info.value.retryable
+    assert_one_line_error(info.value, path)
 
 
 def test_empty_file(tmp_path):

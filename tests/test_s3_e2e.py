@@ -187,6 +187,9 @@ def test_limits_and_refusals_are_one_line(seaweed, s3_bucket):
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/", env={"AWS_SECRET_ACCESS_KEY": "wrong"})
     assert res.returncode == 2 and "credentials" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    res = run(seaweed, "process", f"s3://{s3_bucket}/u3/", "-o", "s3://no-such-bucket-imgtool/out/")
+    assert res.returncode == 2 and "no such bucket 'no-such-bucket-imgtool'" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1  # said once, before any image
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/nothing-here")
     assert res.returncode == 2 and "no such file or directory" in res.stderr
     res = run(seaweed, "process", "s3://Bad_Bucket/x.jpg")
@@ -436,6 +439,10 @@ def test_queue_throttled_bucket_retried_until_it_answers_and_a_missing_bucket_is
     c.put_object(Bucket=bucket, Key="u/a.jpg", Body=jpeg(96, 64))
     seaweed.throttle(bucket)
     try:
+        res = run(seaweed, "process", f"s3://{bucket}/u/")
+        assert res.returncode in (1, 2) and "Traceback" not in res.stderr, res.stderr
+        [line] = [x for x in res.stderr.splitlines() if x.startswith("Error: ")]
+        assert f"s3://{bucket}/u/" in line and "503" in line, line
         push(r, job("a", f"s3://{bucket}/u/a.jpg", f"s3://{bucket}/u/processed", ["thumbnail"]),
              job("gone", "s3://imgtool-no-such-bucket/u/a.jpg", "s3://imgtool-no-such-bucket/u/processed"))
         w = workers.start(redis_server, "-w", "2", "--max-retries", "50", "--retry-base", "0.1",
@@ -482,3 +489,56 @@ def test_an_input_over_the_limit_is_never_fetched(seaweed, s3_bucket, object_sto
         assert calls.count("HeadObject") >= 1 and calls.count("GetObject") == 0
     finally:
         storage.configure(max_input_bytes=storage.DEFAULT_MAX_INPUT_BYTES)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["queue", "--allow-root", "s3://Bad_Bucket/", "--redis", "127.0.0.1:1"],
+     "Invalid value for '--allow-root': s3://Bad_Bucket/: invalid bucket name"),
+    (["process", "s3://b/x.jpg", "--s3-endpoint", "ftp://x"], "S3 endpoint must be an http:// or https:// URL"),
+    (["process", "s3://bucket/a/../b.jpg"], "s3://bucket/a/../b.jpg: key has an empty, '.' or '..' component"),
+    (["enqueue", "--dry-run", "s3://bucket/a\\b.jpg"], "key holds a backslash"),
+])
+def test_s3_usage_errors_are_one_line(args, says):
+    res = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_queue_refused_credentials_are_permanent(seaweed, s3_bucket, redis_server, workers):
+    c = seaweed.client()
+    r = redis_server.client()
+    c.put_object(Bucket=s3_bucket, Key="u/a.jpg", Body=jpeg(64, 48))
+    push(r, job("a", f"s3://{s3_bucket}/u/a.jpg", f"s3://{s3_bucket}/u/processed"))
+    w = workers.start(redis_server, "--max-retries", "5",
+                      env={**_worker_env(seaweed), "AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    workers.wait_for(lambda: r.llen(K.failed) == 1, 60, "the job failed")
+    [failed] = entries(r, K.failed)
+    assert failed["retryCount"] == 0 and failed["error"]["type"] == "permanent", failed
+    message = failed["error"]["message"]
+    assert message.startswith(f"s3://{s3_bucket}/u/a.jpg: ") and "\n" not in message
+    assert "credentials" in message, message
+    assert keys(c, s3_bucket) == ["u/a.jpg"] and "Traceback" not in w.text()
+
+
+def test_an_unreachable_server_is_each_input_s_retryable_failure(monkeypatch):
+    """The up-to-date check's HEAD failing is no crash of the run: the input fails, retryable."""
+    from conftest import free_port
+    from imgtool import storage
+    from imgtool.ops import Settings
+    from imgtool.pipeline import Pipeline, Task
+    from imgtool.storage import s3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    storage.configure(s3_endpoint=f"http://127.0.0.1:{free_port()}")
+    pipe = Pipeline(Settings(), backend="cpu", jobs=2)
+    try:
+        tasks = [Task(f"s3://bucket-x/u/{n}.jpg", "s3://bucket-x/u/processed") for n in ("a", "b")]
+        results = list(pipe.map(tasks))
+        assert [r.status for r in results] == ["failed", "failed"]
+        for r in results:
+            assert r.error.code == "io_error" and r.error.retryable and "cannot connect" in str(r.error)
+    finally:
+        pipe.close()
+        s3._config.pop("endpoint_url", None)
+        storage._reset("s3")

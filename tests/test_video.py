@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from imgtool.errors import CorruptImage, ImageTooLarge, ImgtoolError, InputNotFound, UnsupportedFormat
-from imgtool.video import (
+from imgtool.imageio.video import (
     VIDEO_SUFFIXES,
     VideoTimeout,
     display_transform,

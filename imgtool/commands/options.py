@@ -174,14 +174,15 @@ def input_options(f):
     command is not called with them.
     """
     from ..storage import DEFAULT_MAX_INPUT_BYTES
-    from ..video import DEFAULT_TIMEOUT
+    from ..imageio.video import DEFAULT_TIMEOUT
 
     f = click.option("--video-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
                      show_default=True, expose_value=False, callback=_configure_video,
                      help="Seconds a video's frame may take to decode; longer is a permanent error.")(f)
     f = click.option("--max-input-bytes", type=click.IntRange(1), default=DEFAULT_MAX_INPUT_BYTES,
                      show_default=True, expose_value=False, callback=_configure_storage,
-                     help="Refuse inputs larger than this, before reading them (an object's size from HEAD).")(f)
+                     help="Refuse s3:// objects larger than this before fetching them (their size from "
+                          "HEAD): they are read into memory.")(f)
     return s3_endpoint_option(f)
 
 

@@ -105,6 +105,9 @@ def process(ctx, paths, output, settings, backend, jobs, limits, allow_roots, fo
     Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
     _check_paths(paths)
+    if output is not None and not dry_run:
+        # Once, before any image is decoded: a -o that cannot be written (a missing bucket) says so.
+        storage.for_location(output).check_writable(output)
     quiet = ctx.obj.get("verbose", 0) < 0
     collisions: list = []
     unreadable: list = []  # folders the walk could not list

@@ -44,6 +44,10 @@ def _allow_roots(ctx, param, value):
     roots = []
     for text in value:
         if storage.scheme_of(text):
+            try:
+                storage.for_location(text).root(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
             roots.append(text)
             continue
         path = click.Path(exists=True, file_okay=False, resolve_path=True).convert(text, param, ctx)

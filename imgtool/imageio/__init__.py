@@ -4,7 +4,8 @@ The modules, each with one job:
 
 - ``sniff``: the format from a file's first bytes, a named refusal for the rest;
 - ``decode``: a file to an upright sRGB Pillow image, its header checked first
-  (a video upload, sniffed by its container, to its frame at 1 s: ``imgtool.video``);
+  (a video upload, told by its container's bytes, to its frame at 1 s);
+- ``video``: a video's frame at 1 s with PyAV (container sniffing, rotation, time budget);
 - ``colour``: any mode, depth and ICC profile to 8-bit sRGB;
 - ``encode``: computed pixels to WebP bytes (``libwebp``: the simple-API fast path) or AVIF;
 - ``pillow``: every process-wide Pillow setting imgtool makes.

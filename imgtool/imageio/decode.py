@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
-from .. import budgets, storage, video
+from .. import budgets, storage
+from . import video
 from ..errors import (
     UnsupportedFormat,
     CorruptImage,
@@ -190,10 +191,6 @@ def open_image(source, max_pixels: int, name=None) -> Opened:
     if hasattr(source, "read"):
         return Opened(source, name if name is not None else getattr(source, "name", None), max_pixels)
     opened = storage.for_location(source).open_input(source)
-    if opened.size > storage.MAX_INPUT_BYTES:
-        opened.close()
-        raise ImageTooLarge(f"is {opened.size} bytes, over the input limit of {storage.MAX_INPUT_BYTES} bytes",
-                            opened.name)
     return Opened(opened.file, opened.name, max_pixels, owned=opened)
 
 

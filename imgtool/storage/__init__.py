@@ -55,16 +55,13 @@ def _make(scheme: str) -> Store:
     return getattr(importlib.import_module(module), cls)()
 
 
-#: The largest input read (``--max-input-bytes``): its size is checked before any byte is.
+#: The largest object read (``--max-input-bytes``): objects are read into memory, so their size
+#: (HEAD) is checked before they are fetched.  Local files are streamed: the pixel limit bounds them.
 DEFAULT_MAX_INPUT_BYTES = 256 * 1024 * 1024
-MAX_INPUT_BYTES = DEFAULT_MAX_INPUT_BYTES
 
 
 def configure(*, max_input_bytes: int | None = None, s3_endpoint: str | None = None) -> None:
-    """What the command line says of reading inputs: the size limit (every store) and the S3 endpoint."""
-    global MAX_INPUT_BYTES
-    if max_input_bytes is not None:
-        MAX_INPUT_BYTES = max_input_bytes
+    """What the command line says of reading inputs from object storage: the size limit and the endpoint."""
     if max_input_bytes is not None or s3_endpoint is not None:
         from . import s3
 

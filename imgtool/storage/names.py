@@ -10,7 +10,7 @@ from ..ops import is_output_name
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .heic .heif .avif .svg .svgz".split()
 )
-#: Video uploads: their frame at 1 s is the image (imgtool.video).
+#: Video uploads: their frame at 1 s is the image (imgtool.imageio.video).
 VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .webm .mkv .avi".split())
 INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 #: The output folder beside each input, as the upload server lays it out; never walked.

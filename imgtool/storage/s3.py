@@ -820,8 +820,7 @@ class ObjectStore(_StoreBase):
             except InputNotFound:
                 pass
             return "folder" if self._has_keys(url.as_prefix()) else "missing"
-        if not self.s3._bucket_exists(url):
-            raise PermanentError(f"no such bucket {url.bucket!r}", url)
+        self.s3.check_output_dir(url)  # the bucket's HEAD, once: a missing one is said here
         return "folder"
 
     def _has_keys(self, prefix: S3Url) -> bool:
@@ -919,7 +918,7 @@ class ObjectStore(_StoreBase):
         A prefix's own images come first, largest first (the listing's sizes:
         no header is read from object storage to order them), then its
         sub-prefixes in name order; ``processed/`` and hidden ones are not
-        entered.  A prefix that cannot be listed goes to ``on_error``.
+        entered.  A prefix that cannot be listed goes to ``on_error`` (without one, a warning).
         """
         from .names import is_image_name, is_walked_folder
 
@@ -947,8 +946,9 @@ class ObjectStore(_StoreBase):
             except Exception as exc:  # noqa: BLE001 - every failure is the prefix's, named
                 err = error_from_boto(exc, prefix)
                 if on_error is None:
-                    raise err from None
-                on_error(str(prefix), OSError(err.message))
+                    log.warning("cannot list %s", err)
+                else:
+                    on_error(str(prefix), OSError(err.message))
                 continue
             for _size, url in sorted(files):
                 yield url
@@ -1007,17 +1007,15 @@ class ObjectStore(_StoreBase):
             else:
                 st = os.stat(src)
                 source = ObjectInfo(url=src, size=st.st_size, mtime=float(int(st.st_mtime)))
-        except (InputNotFound, OSError):
-            return False
-        remote = {self.url(loc): fp for loc, fp in outputs.items() if scheme_of(loc) == "s3"}
-        for loc in outputs:
-            if scheme_of(loc) != "s3":
-                try:
-                    if os.stat(loc).st_mtime < source.mtime or os.path.islink(loc):
-                        return False
-                except OSError:
+            remote = {self.url(loc): fp for loc, fp in outputs.items() if scheme_of(loc) == "s3"}
+            for loc in outputs:
+                if scheme_of(loc) != "s3" and (os.stat(loc).st_mtime < source.mtime or os.path.islink(loc)):
                     return False
-        return self.s3.up_to_date(source, remote)
+            return self.s3.up_to_date(source, remote)
+        except (ImgtoolError, OSError):
+            # Not known to be up to date: processing it says what is wrong (a missing
+            # object, a server down), as that input's failure.
+            return False
 
     # -- confinement -------------------------------------------------------------------
 

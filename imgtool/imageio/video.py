@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import CorruptImage, ImageTooLarge, JobTimeout, UnsupportedFormat, from_os_error
+from ..errors import CorruptImage, ImageTooLarge, JobTimeout, UnsupportedFormat, from_os_error
 
 VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .webm .mkv .avi".split())
 DEFAULT_TIMEOUT = 30.0
