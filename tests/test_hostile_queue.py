@@ -71,7 +71,8 @@ def test_four_100mp_jobs_under_a_small_memory_budget_run_one_at_a_time(redis_ser
     out = tmp_path / "up" / "processed"
     budget = 1000 * MB  # one 100 MP thumbnail job is estimated at 600 MB: two do not fit
     w = workers.start(redis_server, "-w", "4", "--max-memory", str(budget), "--ops", "thumbnail")
-    time.sleep(1.0)
+    workers.wait_for(lambda: r.scard(K.workers) == 1, 60, "the worker registered")
+    time.sleep(0.5)
     base = _peak_rss(w.pid)  # the worker before any job: interpreter, numpy, Pillow
     push(r, *[job(s.stem, s, out, ["thumbnail"]) for s in srcs])
     workers.wait_for(lambda: r.llen(K.done) == 4, 180, "four jobs done")
