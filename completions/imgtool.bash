@@ -20,12 +20,15 @@ _imgtool_complete() {
             case "$prev" in
                 --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-ca) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-cert) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --ops) COMPREPLY=($(compgen -W "thumbnail blur low-quality" -- "$cur")); return ;;
-                -o|--output-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                -o|--output|--output-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --options) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --s3-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --ops -o --output-dir --options -n --dry-run --s3-endpoint -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --redis-ca --redis-cert --redis-key --ops -o --output --output-dir --options -n --dry-run --s3-endpoint -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         process)
@@ -57,7 +60,10 @@ _imgtool_complete() {
             case "$prev" in
                 --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                -w|--workers) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-ca) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-cert) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -w|-j|--workers|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-retries) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --allow-root) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --drain-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -68,6 +74,7 @@ _imgtool_complete() {
                 --retry-base) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --retry-cap) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --done-cap) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --min-replicas-ack) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --ops) COMPREPLY=($(compgen -W "thumbnail blur low-quality" -- "$cur")); return ;;
                 --backend) COMPREPLY=($(compgen -W "auto cuda cpu" -- "$cur")); return ;;
                 --thumb-width) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -85,15 +92,18 @@ _imgtool_complete() {
                 --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix -w --workers --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --job-timeout --max-memory --s3-endpoint --max-input-bytes --video-timeout -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --redis-ca --redis-cert --redis-key -w -j --workers --jobs --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --min-replicas-ack --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --job-timeout --max-memory --s3-endpoint --max-input-bytes --video-timeout -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         status)
             case "$prev" in
                 --redis) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --prefix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-ca) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-cert) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --redis-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --redis-ca --redis-cert --redis-key --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         watch)

@@ -25,10 +25,13 @@ _imgtool() {
             ;;
         enqueue)
             _arguments -s \
-                '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
+                '--redis[Redis to use\: host, host\:port, a redis\:// or rediss\:// URL, redis+sentinel\://\[user\:pw@\]h\:p\[,h\:p...\]/MASTER\[/DB\] or redis+cluster\://h\:p\[,h\:p...\] \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
+                '--redis-ca[CA certificates that sign the Redis server'\''s certificate (rediss\://) \[env\: IMGTOOL_REDIS_CA\].]:file:_files' \
+                '--redis-cert[Client certificate for TLS (rediss\://) \[env\: IMGTOOL_REDIS_CERT\].]:file:_files' \
+                '--redis-key[Client private key for TLS (rediss\://) \[env\: IMGTOOL_REDIS_KEY\].]:file:_files' \
                 '--ops[Operations the jobs ask for, comma-separated.]:value:(thumbnail blur low-quality)' \
-                '(-o --output-dir)'{-o,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\].]:dir:_files -/' \
+                '(-o --output --output-dir)'{-o,--output,--output-dir}'[outputDir of every job \[default\: processed/ beside each input, as the upload server does\]; --output-dir is the older name.]:dir:_files -/' \
                 '--options[Per-operation parameters, e.g. '\''{"thumbnail"\: {"width"\: 320}}'\''.]:value:' \
                 '(-n --dry-run)'{-n,--dry-run}'[Print the jobs (one JSON line each) instead of pushing them.]' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
@@ -67,9 +70,12 @@ _imgtool() {
             ;;
         queue)
             _arguments -s \
-                '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
+                '--redis[Redis to use\: host, host\:port, a redis\:// or rediss\:// URL, redis+sentinel\://\[user\:pw@\]h\:p\[,h\:p...\]/MASTER\[/DB\] or redis+cluster\://h\:p\[,h\:p...\] \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
-                '(-w --workers)'{-w,--workers}'[Jobs processed at once (threads sharing one backend and GPU).]:value:' \
+                '--redis-ca[CA certificates that sign the Redis server'\''s certificate (rediss\://) \[env\: IMGTOOL_REDIS_CA\].]:file:_files' \
+                '--redis-cert[Client certificate for TLS (rediss\://) \[env\: IMGTOOL_REDIS_CERT\].]:file:_files' \
+                '--redis-key[Client private key for TLS (rediss\://) \[env\: IMGTOOL_REDIS_KEY\].]:file:_files' \
+                '(-w -j --workers --jobs)'{-w,-j,--workers,--jobs}'[Jobs processed at once (threads sharing one backend and GPU); -j/--jobs as in process and watch.]:value:' \
                 '--max-retries[Retries of a job whose error is retryable before it goes to image\:failed.]:value:' \
                 '--allow-root[Only read and write under DIR, after resolving symlinks, or under an s3\:// prefix (repeatable) \[default\: $IMGTOOL_ALLOW_ROOTS, '\''\:'\''-separated\].]:value:' \
                 '--drain-timeout[On SIGTERM/SIGINT, seconds to let in-flight jobs finish before putting them back.]:value:' \
@@ -80,6 +86,7 @@ _imgtool() {
                 '--retry-base[Backoff base in seconds\: retry n waits uniform(0, min(cap, base*2^n)).]:value:' \
                 '--retry-cap[Longest backoff before a retry, in seconds.]:value:' \
                 '--done-cap[image\:done keeps this many newest entries.]:value:' \
+                '--min-replicas-ack[After each recorded result, WAIT until this many replicas have it (up to 1000 ms)\: narrows, does not close, the window in which a failover forgets a result (the job then runs again).]:value:' \
                 '--ops[Operations to run, comma-separated.]:value:(thumbnail blur low-quality)' \
                 '--backend[Where the image operations run\: cuda when a GPU answers (auto), or force one.]:value:(auto cuda cpu)' \
                 '--thumb-width[Thumbnail width in pixels, or several comma-separated (256,640,1280\: one thumbnail each, up to 8); never upscaled.]:value:' \
@@ -102,8 +109,11 @@ _imgtool() {
             ;;
         status)
             _arguments -s \
-                '--redis[Redis to use\: host, host\:port, or a redis\:// or rediss\:// URL \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
+                '--redis[Redis to use\: host, host\:port, a redis\:// or rediss\:// URL, redis+sentinel\://\[user\:pw@\]h\:p\[,h\:p...\]/MASTER\[/DB\] or redis+cluster\://h\:p\[,h\:p...\] \[default\: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, else localhost\:6379/0\].]:value:' \
                 '--prefix[Prefix of every Redis key ('\''{image}'\'' keeps them in one Cluster slot).]:value:' \
+                '--redis-ca[CA certificates that sign the Redis server'\''s certificate (rediss\://) \[env\: IMGTOOL_REDIS_CA\].]:file:_files' \
+                '--redis-cert[Client certificate for TLS (rediss\://) \[env\: IMGTOOL_REDIS_CERT\].]:file:_files' \
+                '--redis-key[Client private key for TLS (rediss\://) \[env\: IMGTOOL_REDIS_KEY\].]:file:_files' \
                 '--json[One JSON object on stdout.]' \
                 '(-q --quiet)'{-q,--quiet}'[Only errors and the summary.]' \
                 '(-v --verbose)'{-v,--verbose}'[More output; tracebacks for errors.]'

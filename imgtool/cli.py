@@ -146,6 +146,11 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # Bare `imgtool`: the usage and the commands, no "Error:" line; exit 2 as
+        # click (8.2 on) and git do for a command line that asks for nothing.
+        click.echo(exc.ctx.get_help(), err=True)
+        sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         click.echo(f"Error: {exc.format_message()}{hint}", err=True)

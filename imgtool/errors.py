@@ -71,6 +71,16 @@ class TransientIOError(RetryableError):
     code = "io_error"
 
 
+class NoSpace(TransientIOError):
+    """The filesystem (or the user's quota) filled up while an output was being written: ENOSPC, EDQUOT.
+
+    Retryable (an operator frees space and the same job succeeds), with a
+    code of its own so that ``image:failed`` and ``--json`` say what it was.
+    """
+
+    code = "no_space"
+
+
 class GPUError(RetryableError):
     code = "gpu_error"
 
@@ -107,6 +117,9 @@ def from_os_error(exc: OSError, path: object, writing: bool = False) -> ImgtoolE
         return UnsupportedFormat("is a directory", path)
     if exc.errno == errno.ENAMETOOLONG:
         return PermanentError("file name too long", path)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return NoSpace(f"cannot be written: {what} ({errno.errorcode[exc.errno]})", path)
     if writing:
         return TransientIOError(f"cannot be written ({reason})", path)
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):

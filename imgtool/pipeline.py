@@ -161,12 +161,17 @@ class Pipeline:
         """True when every output exists and is up to date with the input (its store decides).
 
         Each output goes with its operation's fingerprint of the settings that
-        decide it, so a store can tell outputs made with other settings.
+        decide it, so a store tells outputs made with other settings apart.
         """
-        return self._fresh_outputs(task) is not None
+        return not self._stale(task)[1]
 
-    def _fresh_outputs(self, task: Task) -> dict[str, Location] | None:
-        """The outputs ``task`` has, when all of them are up to date; else None."""
+    def stale_outputs(self, task: Task) -> dict[str, Location]:
+        """The outputs a run without ``--force`` would make for ``task``, by key (none: it is up to date)."""
+        outputs, stale = self._stale(task)
+        return {key: loc for key, loc in outputs.items() if key in stale}
+
+    def _stale(self, task: Task) -> tuple[dict[str, Location], set[str]]:
+        """The outputs ``task`` would have, by key, and the keys of those not up to date."""
         settings = task.settings or self.settings
         outputs = self.outputs(task)
         owner = {key: op for op in map(ops.get, settings.ops) for key in op.output_keys(settings)}
@@ -175,15 +180,20 @@ class Pipeline:
             try:
                 info = imageio.probe(task.src, settings.max_pixels)
             except ImgtoolError:
-                return None  # processing it will say what is wrong
+                return outputs, set(outputs)  # processing it will say what is wrong
             for op in map(ops.get, settings.ops):
                 for key in op.outputs(settings, info.width, info.height)[1]:
                     outputs.pop(key, None)
         fingerprints = {loc: owner[key].fingerprint(settings, key) for key, loc in outputs.items()}
-        return outputs if storage.judge_of(task.src, task.out_dir).fresh(task.src, fingerprints) else None
+        stale = set(storage.judge_of(task.src, task.out_dir).stale(task.src, fingerprints))
+        return outputs, {key for key, loc in outputs.items() if loc in stale}
 
     def process(self, task: Task, force: bool = True) -> Result:
         """Make ``task``'s outputs, all or none; never raises an ImgtoolError.
+
+        Without ``force`` only the outputs that are not up to date are made
+        (a changed ``--thumb-width`` redoes the thumbnail alone); the result
+        lists the others too.  Nothing stale: "skipped".
 
         Under a time budget (``job_timeout``) the work runs in a thread of its
         own that this one watches (see ``timed``): past the budget the task is
@@ -198,14 +208,17 @@ class Pipeline:
 
     def _process(self, task: Task, force: bool = True) -> Result:
         start = time.perf_counter()
+        redo = None
+        kept: dict[str, Location] = {}
         if not force:
-            fresh = self._fresh_outputs(task)
-            if fresh is not None:
-                return Result(task, "skipped", fresh)
+            outputs, redo = self._stale(task)
+            if not redo:
+                return Result(task, "skipped", outputs)
+            kept = {key: loc for key, loc in outputs.items() if key not in redo}
         try:
             if task.roots:
                 task = _confined(task)
-            return self._run(task, start)
+            result = self._run(task, start, redo)
         except ImgtoolError as exc:
             if isinstance(exc, JobTimeout) and exc.path is None:
                 exc = JobTimeout(exc.message, task.src)
@@ -213,8 +226,13 @@ class Pipeline:
         except MemoryError:
             err = ResourceExhausted("out of memory", task.src)
             return Result(task, "failed", error=err, duration_ms=_ms(start))
+        if kept:
+            order = list(self.outputs(task))
+            merged = {**kept, **result.outputs}
+            result.outputs = {key: merged[key] for key in order if key in merged}
+        return result
 
-    def _run(self, task: Task, start: float) -> Result:
+    def _run(self, task: Task, start: float, redo: set[str] | None = None) -> Result:
         settings = task.settings or self.settings
         running = current_task()
         _import_placeholders_aside()
@@ -225,18 +243,26 @@ class Pipeline:
             img = opened.decode()
         size = img.size
         self._check_stop()
-        pixels = self.backend.apply_image(img, settings, self._scratch())
+        run_settings = settings
+        if redo is not None:
+            # Only the operations with an output to redo, and those the placeholders are made
+            # from (so they come out as in a full run); only the outputs to redo are written.
+            wanted = tuple(op.name for op in map(ops.get, settings.ops)
+                           if op.placeholder_source or set(op.output_keys(settings)) & redo)
+            run_settings = settings.replace(ops=wanted)
+        pixels = self.backend.apply_image(img, run_settings, self._scratch())
         self._check_stop()
         owner, skipped = {}, {}
         for op in map(ops.get, settings.ops):
             made, passed = op.outputs(settings, *size)
-            owner.update(dict.fromkeys(made, op))
+            if op.name in run_settings.ops:
+                owner.update(dict.fromkeys(made, op))
             skipped.update(passed)
         hashes = self._placeholders(img, pixels, owner)
         del img
         targets = self.outputs(task)
         encoded = []
-        for key in [k for k in targets if k in owner]:
+        for key in [k for k in targets if k in owner and (redo is None or k in redo)]:
             self._check_stop()
             op = owner[key]
             data, content_type = imageio.encode(

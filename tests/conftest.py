@@ -1,7 +1,11 @@
 """Shared fixtures.
 
 redis_server / redis_server_aof: a real redis-server on a free port in a temporary
-folder, killed at the end.  The queue tests need it: when redis-server is
+folder, killed at the end.  Each has the user ``imgtool`` with exactly the
+permissions of imgtool.queue.acl; ``.address`` is a URL as that user, and the
+queue tests give it to every worker, enqueue and status they run, so the ACL
+line the README gives is what the whole queue suite runs under (``.client()``,
+for the tests' own looking, is the default user).  The queue tests need it: when redis-server is
 missing they FAIL (scripts/test.sh and .ci/run install it), never skip.
 
 seaweed: one real SeaweedFS (``weed server`` with S3, tests/seaweed.py) for the
@@ -25,6 +29,9 @@ from pathlib import Path
 
 import pytest
 
+# The queue's user and its ACL, free ports: shared with the topologies (and bench/soak.py).
+from redis_topologies import ACL_PASSWORD, ACL_USER, create_acl_user, free_port  # noqa: F401
+
 REDIS_START_TIMEOUT = 10.0
 
 
@@ -34,12 +41,6 @@ def _redis_server_binary() -> str:
             return candidate
     pytest.fail("redis-server is not installed: the queue tests need it "
                 "(bash scripts/test.sh installs it from the system's packages)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
@@ -60,7 +61,8 @@ class RedisServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """The URL the queue's commands get: as the ACL user."""
+        return f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
@@ -77,10 +79,12 @@ class RedisServer:
         while True:
             try:
                 if client.ping():
+                    create_acl_user(client)
                     return self
             except Exception:  # noqa: BLE001 - not up yet (or still loading its AOF)
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()  # never left running behind a failed start
                 log = self.log.read_text() if self.log.exists() else ""
                 pytest.fail(f"redis-server did not start on port {self.port}:\n{log[-2000:]}")
             time.sleep(0.02)
@@ -171,3 +175,43 @@ def _seaweed_dir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real 3-master + 3-replica Redis Cluster (tests/redis_topologies.py) for the session.
+
+    Tests may migrate the queue's slot and fail masters over: each finds the
+    current owner through the fixture's methods, never a fixed node.
+    """
+    from redis_topologies import Cluster, start_or_fail
+
+    cluster = start_or_fail(Cluster(tmp_path_factory.mktemp("cluster")), "cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster):
+    """The session's cluster, healthy and empty."""
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()
+    yield redis_cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels(tmp_path_factory):
+    """A real master + replica + 3 sentinels (tests/redis_topologies.py) for the session."""
+    from redis_topologies import SentinelSet, start_or_fail
+
+    sentinels = start_or_fail(SentinelSet(tmp_path_factory.mktemp("sentinel")), "Sentinel set")
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture
+def sentinel(redis_sentinels):
+    """The session's Sentinel set, with a master and an empty database."""
+    redis_sentinels.wait_formed(strict=False)
+    redis_sentinels.client().flushall()
+    yield redis_sentinels

@@ -431,47 +431,91 @@ def cmyk_profile(grid: int = 9) -> bytes:
 # --- files by hand (what Pillow will not write) -----------------------------------
 
 
-def png_bytes(pixels: np.ndarray, bit_depth: int = 8, size: tuple[int, int] | None = None) -> bytes:
+def png_bytes(pixels: np.ndarray, bit_depth: int = 8, size: tuple[int, int] | None = None,
+              sbit: tuple[int, ...] | None = None, filtered: bool = False) -> bytes:
     """A PNG of uint8/uint16 gray, RGB or RGBA ``pixels``; ``size`` overrides the header's claim.
 
     With ``size`` the IHDR claims (width, height) whatever the data holds: a
-    decompression-bomb header over a few bytes of image data.
+    decompression-bomb header over a few bytes of image data.  ``sbit``: an
+    sBIT chunk (significant bits per channel).  ``filtered``: the rows take
+    the Sub, Up, Average and Paeth filters in turn (else None), as encoders do.
     """
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     h, w, c = pixels.shape
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
     dtype = ">u2" if bit_depth == 16 else np.uint8
-    raw = b"".join(b"\0" + row.astype(dtype).tobytes() for row in pixels)
+    rows = [row.astype(dtype).tobytes() for row in pixels]
+    if filtered:
+        raw = _png_filtered(rows, c * (2 if bit_depth == 16 else 1))
+    else:
+        raw = b"".join(b"\0" + row for row in rows)
     cw, ch = size or (w, h)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", cw, ch, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    extra = chunk(b"sBIT", bytes(sbit)) if sbit else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
 
 
-def tiff16_bytes(pixels: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
-    """An uncompressed little-endian TIFF of uint16 RGB or RGBA (unassociated alpha) ``pixels``.
+def _png_filtered(rows: list[bytes], bpp: int) -> bytes:
+    """The PNG filters 1-4 (one per row in turn), written from the specification's definitions."""
+    out = bytearray()
+    prev = bytes(len(rows[0]))
+    for i, row in enumerate(rows):
+        kind = 1 + i % 4
+        line = bytearray(len(row))
+        for x in range(len(row)):
+            a = row[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if kind == 1:
+                pred = a
+            elif kind == 2:
+                pred = b
+            elif kind == 3:
+                pred = (a + b) // 2
+            else:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            line[x] = (row[x] - pred) % 256
+        out += bytes([kind]) + line
+        prev = row
+    return bytes(out)
 
-    ``size`` overrides the (width, height) the header claims, as in :func:`png_bytes`.
+
+def tiff16_bytes(pixels: np.ndarray, size: tuple[int, int] | None = None, max_sample: int | None = None,
+                 deflate: bool = False) -> bytes:
+    """An uncompressed little-endian TIFF of uint16 gray, RGB or RGBA (unassociated alpha) ``pixels``.
+
+    ``size`` overrides the (width, height) the header claims, as in :func:`png_bytes`;
+    ``max_sample`` writes a MaxSampleValue tag; ``deflate`` compresses the strip (Adobe deflate).
     """
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
     h, w, c = pixels.shape
     data = pixels.astype("<u2").tobytes()
+    if deflate:
+        data = zlib.compress(data)
     w, h = size or (w, h)
     entries = [
-        (256, 4, 1, w), (257, 4, 1, h), (258, 3, c, None), (259, 3, 1, 1), (262, 3, 1, 2),
+        (256, 4, 1, w), (257, 4, 1, h), (258, 3, c, None), (259, 3, 1, 8 if deflate else 1),
+        (262, 3, 1, 2 if c >= 3 else 1),
         (273, 4, 1, None), (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data)),
         (284, 3, 1, 1),
-    ] + ([(338, 3, 1, 2)] if c == 4 else [])
+    ] + ([(281, 3, 1, max_sample)] if max_sample is not None else []) + ([(338, 3, 1, 2)] if c in (2, 4) else [])
+    entries.sort()
     ifd_size = 2 + 12 * len(entries) + 4
     bits_at = 8 + ifd_size
     data_at = bits_at + 2 * c
     out = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
     for tag, typ, count, value in entries:
         if tag == 258:
-            value = bits_at if c > 2 else 16 | (16 << 16)
+            value = bits_at if c > 2 else (16 if c == 1 else 16 | (16 << 16))
         if tag == 273:
             value = data_at
         out += struct.pack("<HHII", tag, typ, count, value) if typ == 4 or tag == 258 else struct.pack(
@@ -479,6 +523,37 @@ def tiff16_bytes(pixels: np.ndarray, size: tuple[int, int] | None = None) -> byt
         )
     out += struct.pack("<I", 0) + struct.pack(f"<{c}H", *([16] * c))
     return out + data
+
+
+def webp_tiff_bytes(rgb: np.ndarray) -> bytes:
+    """A TIFF whose one strip is WebP-compressed (Compression 50001), as libtiff writes it: a lossless WebP per strip."""
+    h, w, _ = rgb.shape
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "WEBP", lossless=True)
+    strip = buf.getvalue()
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, None), (259, 3, 1, 50001), (262, 3, 1, 2),
+               (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, h), (279, 4, 1, len(strip)), (284, 3, 1, 1)]
+    bits_at = 8 + 2 + 12 * len(entries) + 4
+    data_at = bits_at + 6
+    out = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        value = {258: bits_at, 273: data_at}.get(tag, value)
+        out += (struct.pack("<HHII", tag, typ, count, value) if typ == 4 or tag == 258
+                else struct.pack("<HHIHH", tag, typ, count, value, 0))
+    return out + struct.pack("<I", 0) + struct.pack("<3H", 8, 8, 8) + strip
+
+
+def heic_bytes(rgb: np.ndarray, tile_size: int | None = None, quality: int = 90) -> bytes:
+    """A HEIC written by pillow-heif; ``tile_size`` makes it a grid of tiles, as phones write them."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    params = {"quality": quality}
+    if tile_size:
+        params["tile_size"] = tile_size
+    Image.fromarray(rgb).save(buf, "HEIF", **params)
+    return buf.getvalue()
 
 
 def save(im: Image.Image | np.ndarray, fmt: str, **params) -> bytes:

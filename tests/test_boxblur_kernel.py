@@ -17,14 +17,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from helpers import assert_image_close
+from helpers import assert_image_close, on_ci
 from imgtool import kernels
 from imgtool.backends import cpu
 from imgtool.backends.cuda import NVCC_OPTIONS
 from imgtool.backends.cudaboxes import BLOCK, SEGMENT, boxes_defines, boxes_source, enqueue_boxes, level_bytes
 
 TOLERANCE = 1
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ON_CI = on_ci()
 BX, BY = BLOCK
 ROW_SPAN = BX * SEGMENT  # pixels a block covers along a row (4096)
 COL_SPAN = BY * SEGMENT  # rows a block covers down a column (1024)

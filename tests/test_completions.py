@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import on_ci
 from imgtool.cli import cli
 from imgtool.completion import SHELLS, generate
 
@@ -38,7 +39,7 @@ def test_bash_completes_commands_options_and_choices():
 def _shell(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI"):
+        if on_ci():
             pytest.fail(f"{name} is missing: scripts/test.sh installs it")
         pytest.skip(f"{name} not installed (scripts/test.sh installs it)")
     return path

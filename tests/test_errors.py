@@ -18,6 +18,7 @@ from imgtool.errors import (
     InputNotFound,
     InvalidJob,
     JobTimeout,
+    NoSpace,
     PathNotAllowed,
     PermanentError,
     ResourceExhausted,
@@ -29,7 +30,7 @@ from imgtool.errors import (
 
 PERMANENT = [UnsupportedFormat, CorruptImage, ImageTooLarge, InvalidJob, PathNotAllowed, BackendUnavailable,
              JobTimeout]
-RETRYABLE = [InputNotFound, TransientIOError, GPUError, ResourceExhausted]
+RETRYABLE = [InputNotFound, TransientIOError, NoSpace, GPUError, ResourceExhausted]
 
 
 @pytest.mark.parametrize("cls", PERMANENT)
@@ -86,7 +87,8 @@ def test_pickling_keeps_message_and_path(cls):
         (errno.EISDIR, False, UnsupportedFormat),
         (errno.ENAMETOOLONG, False, PermanentError),
         (errno.ENOENT, True, TransientIOError),
-        (errno.ENOSPC, True, TransientIOError),
+        (errno.ENOSPC, True, NoSpace),
+        (errno.EDQUOT, True, NoSpace),
         (errno.EACCES, True, TransientIOError),
         (errno.EISDIR, True, PermanentError),
     ],
@@ -95,3 +97,9 @@ def test_os_errors_map_to_named_errors(code, writing, cls):
     exc = from_os_error(OSError(code, "strerror text"), "/p", writing=writing)
     assert type(exc) is cls and exc.path == "/p"
     assert "\n" not in str(exc)
+
+
+def test_a_full_disk_says_so():
+    exc = from_os_error(OSError(errno.ENOSPC, "No space left on device"), "/out/a_blur.webp", writing=True)
+    assert str(exc) == "/out/a_blur.webp: cannot be written: no space left on device (ENOSPC)"
+    assert isinstance(exc, TransientIOError) and exc.to_dict()["type"] == "no_space"

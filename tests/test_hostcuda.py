@@ -21,6 +21,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from helpers import on_ci
 from imgtool.backends import hostcuda as cuda
 
 BARRIER_SRC = r"""
@@ -879,7 +880,7 @@ def test_check_source_keeps_lines_and_leaves_comments_and_namespace_scope():
 def test_planted_faults_compile_to_ptx(tmp_path, source):
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.access("/usr/local/cuda/bin/nvcc", os.X_OK) else None)
     if nvcc is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if on_ci():
             pytest.fail("nvcc is missing on CI: the planted-fault kernels must compile to PTX there")
         pytest.skip("nvcc is not installed")
     text = globals()[source]

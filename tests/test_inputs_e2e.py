@@ -261,3 +261,56 @@ def test_process_over_the_corpus(corpus, tmp_path):
     stray = [p for p in [*root.rglob("*"), *out.rglob("*")]
              if p.name.startswith(".imgtool-") or p.name.endswith(".tmp")]
     assert stray == []
+
+
+def _first_frame_files(folder: Path) -> dict[str, np.ndarray]:
+    """One file of each format a new user met being skipped or refused, each written by Pillow; name -> first frame."""
+    first = g.photo(52, 36, seed=5)
+    second = (255 - first).copy()
+    frames = [Image.fromarray(first), Image.fromarray(second)]
+    folder.mkdir(parents=True, exist_ok=True)
+    frames[0].save(folder / "phone.mpo", "MPO", save_all=True, append_images=frames[1:], quality=95)
+    frames[0].save(folder / "anim.apng", "PNG", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "clip.avifs", "AVIF", save_all=True, append_images=frames[1:], quality=95)
+    frames[0].save(folder / "old.dib", "DIB")
+    frames[0].save(folder / "scan.ppm")
+    frames[0].convert("L").save(folder / "gray.pgm")
+    frames[0].convert("1").save(folder / "ink.pbm")
+    ref = folder.parent / "ref"
+    ref.mkdir()
+    for name in ("first", "gray", "ink"):  # the first frames alone, as PNG: what each must give
+        {"first": frames[0], "gray": frames[0].convert("L"), "ink": frames[0].convert("1")}[name].save(
+            ref / f"{name}.png")
+    return {"phone": first, "anim": first, "clip": first, "old": first, "scan": first, "gray": None, "ink": None}
+
+
+def test_mpo_apng_avifs_dib_and_netpbm_are_taken_in_folders_and_by_name(tmp_path):
+    files = _first_frame_files(tmp_path / "in")
+    assert (tmp_path / "in" / "clip.avifs").read_bytes()[8:12] == b"avis"
+    r = subprocess.run([sys.executable, "-m", "imgtool", "process", str(tmp_path / "in"), "--backend", "cpu",
+                        "--ops", "low-quality", "--lossless", "--json"],
+                       capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    done = {json.loads(line)["jobId"] for line in r.stdout.splitlines() if json.loads(line)["status"] == "done"}
+    assert done == set(files), r.stderr
+    r = subprocess.run([sys.executable, "-m", "imgtool", "process", str(tmp_path / "ref"), "--backend", "cpu",
+                        "--ops", "low-quality", "--lossless"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+
+    def pixels(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")).astype(int)
+
+    for job in files:
+        ref = {"gray": "gray", "ink": "ink"}.get(job, "first")
+        got = pixels(tmp_path / "in" / "processed" / f"{job}_low-quality.webp")
+        want = pixels(tmp_path / "ref" / "processed" / f"{ref}_low-quality.webp")
+        assert got.shape == want.shape, job
+        if job in ("phone", "clip"):  # JPEG and AVIF: lossy, but far nearer the first frame than the second
+            assert float(np.abs(got - want).mean()) < 6 < float(np.abs(got - (255 - want)).mean()), job
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=job)
+    by_name = [str(tmp_path / "in" / n) for n in ("phone.mpo", "anim.apng", "old.dib", "ink.pbm")]
+    r = subprocess.run([sys.executable, "-m", "imgtool", "process", *by_name, "--backend", "cpu", "--force",
+                        "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0 and "4 done" in r.stderr, r.stderr

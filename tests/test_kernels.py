@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import assert_image_close
+from helpers import assert_image_close, on_ci
 from imgtool import kernels
 from imgtool.backends import cuda as cuda_backend
 from imgtool.backends.cuda import dispatcher as cuda_dispatcher
@@ -39,7 +39,7 @@ from imgtool.errors import BackendUnavailable, GPUError
 from imgtool.ops import Settings, blur_radius
 
 TOLERANCE = 1
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ON_CI = on_ci()
 # The sanitizer is on for these tests unless turned off explicitly (CI never does).
 CHECK = os.environ.get("IMGTOOL_HOSTCUDA_CHECK", "1").strip() != "0"
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import imagegen
-from helpers import psnr
+from helpers import on_ci, psnr
 from imgtool.backends.cpu import CpuBackend
 from imgtool.backends.cuda import CudaBackend
 from imgtool.ops import THUMBNAIL, Settings, output_size
@@ -25,7 +25,7 @@ from imgtool.ops import THUMBNAIL, Settings, output_size
 PSNR_BAR = 40.0
 THUMB_WIDTH = 256
 REPO = Path(__file__).resolve().parent.parent
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ON_CI = on_ci()
 
 
 def _photo_dir() -> Path:

@@ -163,6 +163,9 @@ def test_rerun_puts_nothing_and_a_changed_option_redoes(seaweed, s3_bucket):
     assert res.returncode == 0 and "3 done, 0 skipped" in res.stderr, res.stderr
     for i in range(3):
         check_output(c, s3_bucket, f"u2/processed/p{i}_thumbnail.webp", (100, 75))
+        for op in ("blur", "low-quality"):  # only the outputs the option changes are redone
+            key = f"u2/processed/p{i}_{op}.webp"
+            assert c.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == b"marker " + key.encode()
     # The input replaced (a new upload under the same name) redoes too.
     c.put_object(Bucket=s3_bucket, Key="u2/p0.jpg", Body=jpeg(160, 120, seed=9))
     res = run(seaweed, "process", f"s3://{s3_bucket}/u2/", "--thumb-width", "100")
@@ -187,11 +190,14 @@ def test_limits_and_refusals_are_one_line(seaweed, s3_bucket):
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/", env={"AWS_SECRET_ACCESS_KEY": "wrong"})
     assert res.returncode == 2 and "credentials" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    # An output folder that cannot be written is one error for its inputs (exit 1), before any decode.
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/", "-o", "s3://no-such-bucket-imgtool/out/")
-    assert res.returncode == 2 and "no such bucket 'no-such-bucket-imgtool'" in res.stderr, res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1  # said once, before any image
+    assert res.returncode == 1 and "no such bucket 'no-such-bucket-imgtool'" in res.stderr, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "0 done, 0 skipped, 2 failed" in res.stderr  # said once, for both images
+    # A path that is not there is that input's failure (exit 1), as for a local path.
     res = run(seaweed, "process", f"s3://{s3_bucket}/u3/nothing-here")
-    assert res.returncode == 2 and "no such file or directory" in res.stderr
+    assert res.returncode == 1 and f"Error: s3://{s3_bucket}/u3/nothing-here: no such file or directory" in res.stderr
     res = run(seaweed, "process", "s3://Bad_Bucket/x.jpg")
     assert res.returncode == 2 and "invalid bucket name" in res.stderr
 

@@ -53,3 +53,10 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path):
     assert list(walk(gone, on_error=lambda folder, exc: seen.append((folder, type(exc))))) == []
     assert seen == [(gone, FileNotFoundError)]
     assert [p.name for p in walk(tmp_path, on_error=lambda *a: seen.append(a))] == ["a.jpg"] and len(seen) == 1
+
+
+def test_every_accepted_suffix_is_walked(tmp_path):
+    names = ["a.mpo", "b.apng", "c.avifs", "d.dib", "e.ppm", "f.pgm", "g.pbm", "h.pnm", "i.hif", "j.AVIFS"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    assert sorted(p.name for p in walk(tmp_path)) == sorted(names)

@@ -146,16 +146,14 @@ def start(uploads, mode):
         p.stop()
 
 
-def test_a_copied_file_is_processed_within_2_s(start, uploads, tmp_path):
+def test_a_copied_file_is_processed(start, uploads, tmp_path):
+    # How soon is bench/watch_latency.py's to measure, on a quiet machine.
     w = start()
     src = tmp_path / "photo.jpg"
     src.write_bytes(jpeg_bytes())
     dst = uploads / "user1" / upload_name("photo")
-    t0 = time.monotonic()
     shutil.copy(src, dst)
     assert wait_until(lambda: has_outputs(dst), timeout=DEADLINE, interval=0.005), w.stderr()
-    latency = time.monotonic() - t0
-    assert latency < 2.0, f"outputs after {latency:.2f} s"
     assert wait_until(lambda: len(w.records) >= 1)
     assert [r["status"] for r in w.records] == ["done"]
     assert set(w.records[0]["outputs"]) == set(OPERATIONS)
@@ -221,7 +219,6 @@ def test_files_moved_in_or_written_into_new_folders_are_processed_at_once(start,
     for i, p in enumerate([single, *inner]):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(jpeg_bytes(seed=10 + i))
-    t0 = time.monotonic()
     os.rename(single, uploads / "user1" / single.name)
     os.rename(folder, uploads / "user9")
     landed = [uploads / "user1" / single.name, uploads / "user9" / inner[0].name,
@@ -231,9 +228,11 @@ def test_files_moved_in_or_written_into_new_folders_are_processed_at_once(start,
         p.parent.mkdir()
         p.write_bytes(jpeg_bytes(seed=20 + i))
         landed.append(p)
+    # Whole on arrival: each is taken without the close that never comes.  That it is taken
+    # after the settle time, not NO_CLOSE_QUIET, is tests/test_watcher.py's (on a fake clock,
+    # test_a_file_created_with_content_and_no_write_after_came_in_whole); how soon,
+    # bench/watch_latency.py's.
     assert wait_until(lambda: all(w.done(p) for p in landed)), w.stderr()
-    # Whole on arrival: no waiting for a close that never comes.
-    assert time.monotonic() - t0 < 5.0
     time.sleep(0.5)
     assert len(w.records) == len(landed)
 

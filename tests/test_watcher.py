@@ -360,3 +360,37 @@ def test_stop_lets_the_file_in_work_finish(tmp_path):
     w.stop()
     assert [r.status for r in results] == ["done"]
     assert len(list((tmp_path / "processed").glob("*.webp"))) == 3
+
+
+def test_the_catch_up_scan_redoes_what_a_changed_option_changes(tmp_path):
+    """Up to date means made with these settings: a watch started with another blur sigma redoes the blurs alone."""
+    for i in range(2):
+        aged(small_jpeg(tmp_path / "u1" / f"p{i}.jpg", seed=i), 3600)
+    first: list = []
+    w = _watcher(tmp_path, first)
+    w.start()
+    try:
+        assert _wait(lambda: len(first) == 2)
+    finally:
+        w.stop()
+    out = tmp_path / "u1" / "processed"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.webp")}
+    assert len(before) == 6
+    again: list = []
+    pipe = Pipeline(Settings(blur_sigma=2.0), backend="cpu", jobs=1)
+    w = Watcher(tmp_path, pipe, jobs=1, settle=0.1, on_result=again.append)
+    w.start()
+    try:
+        assert _wait(lambda: len(again) == 2)
+        time.sleep(0.3)
+    finally:
+        w.stop()
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.webp")}
+    assert sorted(n for n in after if after[n] != before[n]) == ["p0_blur.webp", "p1_blur.webp"]
+    assert [r.status for r in again] == ["done", "done"]
+    same: list = []
+    w = Watcher(tmp_path, pipe, jobs=1, settle=0.1, on_result=same.append)
+    w.start()
+    time.sleep(1.0)  # a catch-up scan that finds nothing to do reports nothing
+    w.stop()
+    assert same == [] and {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.webp")} == after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,8 +16,9 @@ from ..errors import ImgtoolError
 from .. import ops
 from ..ops import Settings, job_id_for
 from ..queue import defaults as D
-from ..queue.connection import CONNECTION_ERRORS, make_client, redact, resolve_url
+from ..queue.connection import TLS, RedisSetupError, check_prefix, connect, parse_target, resolve_url
 from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
+from ..queue.health import classify
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
 from . import Outcome
@@ -39,6 +41,17 @@ def _prefix(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def _target(url: str, keys: Keys, tls: TLS):
+    if (tls.cert is None) != (tls.key is None):
+        raise click.BadParameter("--redis-cert and --redis-key go together", param_hint="'--redis-cert'")
+    try:
+        target = parse_target(url, tls)
+        check_prefix(target, keys)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--redis'") from None
+    return target
+
+
 def _allow_roots(ctx, param, value):
     """Each root as given: a folder that exists (resolved), or an s3:// prefix."""
     roots = []
@@ -56,10 +69,29 @@ def _allow_roots(ctx, param, value):
 
 
 def redis_options(f):
+    """--redis, --prefix and the TLS files; the command gets ``target`` (a Target) and ``keys``."""
+    file = click.Path(exists=True, dir_okay=False, resolve_path=True)
+
+    inner = f
+
+    @functools.wraps(inner)
+    def command(*args, url, keys, redis_ca, redis_cert, redis_key, **kwargs):
+        return inner(*args, target=_target(url, keys, TLS(redis_ca, redis_cert, redis_key)), keys=keys, **kwargs)
+
+    f = command
+    f = click.option("--redis-key", "redis_key", type=file, default=None, envvar="IMGTOOL_REDIS_KEY",
+                     help="Client private key for TLS (rediss://) [env: IMGTOOL_REDIS_KEY].")(f)
+    f = click.option("--redis-cert", "redis_cert", type=file, default=None, envvar="IMGTOOL_REDIS_CERT",
+                     help="Client certificate for TLS (rediss://) [env: IMGTOOL_REDIS_CERT].")(f)
+    f = click.option("--redis-ca", "redis_ca", type=file, default=None, envvar="IMGTOOL_REDIS_CA",
+                     help="CA certificates that sign the Redis server's certificate (rediss://) "
+                          "[env: IMGTOOL_REDIS_CA].")(f)
     f = click.option("--prefix", "keys", default=D.DEFAULT_PREFIX, show_default=True, callback=_prefix,
                      help="Prefix of every Redis key ('{image}' keeps them in one Cluster slot).")(f)
     f = click.option("--redis", "url", metavar="HOST[:PORT]|URL", default=None, callback=_redis_url,
-                     help="Redis to use: host, host:port, or a redis:// or rediss:// URL "
+                     help="Redis to use: host, host:port, a redis:// or rediss:// URL, "
+                          "redis+sentinel://[user:pw@]h:p[,h:p...]/MASTER[/DB] or "
+                          "redis+cluster://h:p[,h:p...] "
                           "[default: $REDIS_URL, else $REDIS_HOST/$REDIS_PORT/$REDIS_DB/$REDIS_PASSWORD, "
                           "else localhost:6379/0].")(f)
     return f
@@ -73,8 +105,9 @@ def _positive(ctx, param, value):
 
 @click.command()
 @redis_options
-@click.option("-w", "--workers", type=click.IntRange(1, MAX_JOBS), default=D.DEFAULT_WORKERS, show_default=True,
-              help="Jobs processed at once (threads sharing one backend and GPU).")
+@click.option("-w", "-j", "--workers", "--jobs", "workers", type=click.IntRange(1, MAX_JOBS),
+              default=D.DEFAULT_WORKERS, show_default=True,
+              help="Jobs processed at once (threads sharing one backend and GPU); -j/--jobs as in process and watch.")
 @click.option("--max-retries", type=click.IntRange(0), default=D.DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries of a job whose error is retryable before it goes to image:failed.")
 @click.option("--allow-root", "allow_roots", multiple=True, metavar="DIR|s3://BUCKET/PREFIX",
@@ -98,12 +131,17 @@ def _positive(ctx, param, value):
               help="Longest backoff before a retry, in seconds.")
 @click.option("--done-cap", type=click.IntRange(1), default=D.DEFAULT_DONE_CAP, show_default=True,
               help="image:done keeps this many newest entries.")
+@click.option("--min-replicas-ack", type=click.IntRange(0), default=0, show_default=True,
+              help="After each recorded result, WAIT until this many replicas have it (up to "
+                   f"{D.REPLICA_ACK_TIMEOUT_MS} ms): narrows, does not close, the window in which a "
+                   "failover forgets a result (the job then runs again).")
 @processing_options
 @budget_options
 @input_options
 @click.pass_context
-def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
-          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, settings, backend, limits):
+def queue(ctx, target, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
+          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, min_replicas_ack, settings, backend,
+          limits):
     """Take jobs from the upload server's Redis queue and record their results.
 
     Jobs are taken from the left of image:jobs (FIFO) into this worker's
@@ -123,25 +161,36 @@ def queue(ctx, url, keys, workers, max_retries, allow_roots, drain_timeout, metr
     config = WorkerConfig(workers=workers, keys=keys, max_retries=max_retries,
                           max_recoveries=max_recoveries, drain_timeout=drain_timeout,
                           heartbeat_ttl=heartbeat_ttl, retry_base=retry_base, retry_cap=retry_cap,
-                          done_cap=done_cap)
+                          done_cap=done_cap, min_replicas_ack=min_replicas_ack)
     pipeline = Pipeline(settings, backend=backend, jobs=workers, **limits)
     metrics = Metrics() if metrics_port is not None else None
-    worker = Worker(url, config, settings, pipeline, roots, metrics)
+    worker = Worker(target, config, settings, pipeline, roots, metrics)
     server = None
     if metrics is not None:
         metrics.bind(worker)
-        ping = make_client(url, socket_timeout=D.HEALTH_PING_TIMEOUT, connect_timeout=D.HEALTH_PING_TIMEOUT)
         try:
-            server = MetricsServer(metrics, health_check_for(worker, ping), metrics_host, metrics_port).start()
+            server = MetricsServer(metrics, health_check_for(worker), metrics_host, metrics_port).start()
         except OSError as exc:
             raise click.UsageError(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
         log.info("queue: metrics on http://%s:%d/metrics and /healthz", metrics_host, server.port)
     try:
         worker.run()
         return Outcome.OK
+    except RedisSetupError as exc:
+        raise click.UsageError(str(exc)) from None
     finally:
         if server is not None:
             server.stop()
+
+
+def _connect(target, keys):
+    """connect(), with a cluster found behind a plain URL checked against the prefix."""
+    try:
+        client, found = connect(target)
+        check_prefix(found, keys)
+    except RedisSetupError as exc:
+        raise click.UsageError(str(exc)) from None
+    return client, found
 
 
 # ------------------------------------------------------------------------ enqueue
@@ -198,13 +247,14 @@ def make_job(src, operations, output_dir=None, options=None) -> dict:
 @redis_options
 @click.option("--ops", "operations", type=OpsList(), default=",".join(ops.names()), show_default=True,
               help="Operations the jobs ask for, comma-separated.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
-              help="outputDir of every job [default: processed/ beside each input, as the upload server does].")
+@click.option("-o", "--output", "--output-dir", "output_dir", type=click.Path(file_okay=False), default=None,
+              help="outputDir of every job [default: processed/ beside each input, as the upload server does]; "
+                   "--output-dir is the older name.")
 @click.option("--options", "options", metavar="JSON", default=None, callback=_options_json,
               help='Per-operation parameters, e.g. \'{"thumbnail": {"width": 320}}\'.')
 @click.option("-n", "--dry-run", is_flag=True, help="Print the jobs (one JSON line each) instead of pushing them.")
 @s3_endpoint_option
-def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
+def enqueue(paths, target, keys, operations, output_dir, options, dry_run):
     """Push a job for each image or video file (folders walked) with RPUSH, as the upload server does.
 
     PATHS and -o may be s3://bucket/key URLs (a prefix is listed)."""
@@ -222,12 +272,12 @@ def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
         for p in payloads:
             click.echo(p.decode())
         return Outcome.FAILURES if skipped else Outcome.OK
-    client = make_client(url)
     try:
+        client, _ = _connect(target, keys)
         for i in range(0, len(payloads), D.ENQUEUE_BATCH):
             client.rpush(keys.jobs, *payloads[i:i + D.ENQUEUE_BATCH])
-    except CONNECTION_ERRORS as exc:
-        raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise click.ClickException(classify(exc, target)[1]) from None
     log.info("enqueue: pushed %d job(s) to %s", len(payloads), keys.jobs)
     return Outcome.FAILURES if skipped else Outcome.OK
 
@@ -238,17 +288,16 @@ def enqueue(paths, url, keys, operations, output_dir, options, dry_run):
 @click.command()
 @redis_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def status(url, keys, as_json):
+def status(target, keys, as_json):
     """Show the queue: the four list lengths, scheduled retries, and the workers with their in-flight jobs."""
-    proto = Protocol(make_client(url), keys)
     try:
+        client, _ = _connect(target, keys)
+        proto = Protocol(client, keys)
         lengths = proto.lengths()
         scheduled = proto.scheduled_retries()
         workers = proto.workers()
-    except CONNECTION_ERRORS as exc:
-        raise click.ClickException(f"cannot reach Redis at {redact(url)}: {exc}") from None
-    except redis.exceptions.ResponseError as exc:
-        raise click.ClickException(f"Redis refused: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise click.ClickException(classify(exc, target)[1]) from None
     now = time.time() * 1000
     rows = [{
         "id": w.worker_id,

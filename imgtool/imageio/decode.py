@@ -17,9 +17,10 @@ from ..errors import (
     ImageTooLarge,
     ImgtoolError,
     ResourceExhausted,
+    UnsupportedFormat,
     from_os_error,
 )
-from . import pillow
+from . import depth, pillow
 from .colour import to_srgb
 from .sniff import SHORTEST_IMAGE, SNIFF_BYTES, available, not_accepted, sniff
 
@@ -106,7 +107,12 @@ class Opened:
         pillow.load_plugins(formats)
         with _decode_errors(self.name, self.format, self.max_pixels):
             self.file.seek(0)
-            self.image = Image.open(self.file, formats=formats)
+            try:
+                self.image = Image.open(self.file, formats=formats)
+            except Exception:
+                if "TIFF" in formats:  # Pillow refuses a compression it has no name for at open
+                    _check_tiff_codec(None, self.name, _first_ifd_compression(self.file))
+                raise
             self.format = self.image.format or self.format
             w, h = self.image.size
             if w * h > self.max_pixels:
@@ -115,6 +121,8 @@ class Opened:
                 )
             if w <= 0 or h <= 0:
                 raise CorruptImage(f"its header gives an empty size {w}x{h}", self.name)
+            if self.format == "TIFF":
+                _check_tiff_codec(self.image, self.name)
 
     def _open_video(self) -> None:
         """A video upload: its frame at 1 s, upright, decoded now (reading a video's header means
@@ -153,9 +161,20 @@ class Opened:
         with _decode_errors(self.name, self.format, self.max_pixels):
             # The scan count and the data's length against the header, before the decoder runs.
             budgets.check(self.file, im.format or self.format, im, self.name)
+            if type(im).__module__.startswith("pillow_heif"):
+                # Tiles past the end of the file would be painted in: libheif says so first.
+                from .heif import check_items
+
+                self.file.seek(0)
+                check_items(self.file.read(), self.name)
+            top = rawmodes = None
+            if im.format in ("TIFF", "PNG"):
+                top = depth.declared_maximum(im, self.file)
+                rawmodes = depth.raw_modes(im) if top else None
             im.load()
             orientation = _orientation(im)
-            out = to_srgb(im)
+            scaled = depth.decode_scaled(im, top, rawmodes, self.file) if top else None
+            out = to_srgb(scaled if scaled is not None else im)
             if orientation in _ORIENTATION:
                 out = out.transpose(_ORIENTATION[orientation])
         out.info = {}
@@ -229,6 +248,44 @@ def decode_image(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     """
     with open_image(path, max_pixels) as opened:
         return opened.decode()
+
+
+def _check_tiff_codec(im: Image.Image | None, name, compression: int | None = None) -> None:
+    """A valid TIFF in a compression this build's libtiff lacks (WebP, ZSTD, LERC...) is unsupported, not corrupt."""
+    from PIL import TiffImagePlugin
+
+    if im is not None:
+        compression = im.tag_v2.get(259, 1)
+    if not isinstance(compression, int) or compression == 1:
+        return
+    if compression not in TiffImagePlugin.COMPRESSION_INFO or pillow.tiff_codec_configured(compression) is False:
+        label = TiffImagePlugin.COMPRESSION_INFO.get(compression)
+        label = f"{label} compression ({compression})" if label else f"compression scheme {compression}"
+        raise UnsupportedFormat(f"unsupported TIFF variant: {label}, which this build's libtiff cannot decode",
+                                name)
+
+
+def _first_ifd_compression(file: BinaryIO) -> int | None:
+    """The Compression tag (259) of a TIFF's first IFD, read from the file; None when it cannot be found."""
+    try:
+        file.seek(0)
+        head = file.read(16)
+        order = {b"II": "little", b"MM": "big"}.get(head[:2])
+        if order is None:
+            return None
+        big = int.from_bytes(head[2:4], order) == 43  # BigTIFF: 8-byte offsets, 20-byte entries
+        offset = int.from_bytes(head[8:16] if big else head[4:8], order)
+        file.seek(offset)
+        count = int.from_bytes(file.read(8 if big else 2), order)
+        size = 20 if big else 12
+        entries = file.read(min(count, 4096) * size)
+        for i in range(0, len(entries) - size + 1, size):
+            if int.from_bytes(entries[i:i + 2], order) == 259:
+                at = 12 if big else 8
+                return int.from_bytes(entries[i + at:i + at + 2], order)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _mp(pixels: int) -> str:

@@ -75,7 +75,9 @@ _PLUGINS = {
     "GIF": "GifImagePlugin",
     "TIFF": "TiffImagePlugin",
     "BMP": "BmpImagePlugin",
+    "DIB": "BmpImagePlugin",
     "WEBP": "WebPImagePlugin",
+    "PPM": "PpmImagePlugin",
 }
 
 
@@ -149,13 +151,41 @@ def quiet_libtiff() -> None:
         try:
             import ctypes
 
-            with open("/proc/self/maps") as maps:
-                paths = {f for f in (line.split()[-1] for line in maps) if "libtiff" in f and f[0] == "/"}
-            for path in paths:
-                lib = ctypes.CDLL(path)  # already loaded: the same copy Pillow uses
+            for lib in _libtiffs():
                 lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
                 lib.TIFFSetWarningHandler.restype = ctypes.c_void_p
                 lib.TIFFSetErrorHandler(None)
                 lib.TIFFSetWarningHandler(None)
         except (OSError, AttributeError) as exc:
             log.debug("libtiff left as it is: %s", exc)
+
+
+@functools.lru_cache(maxsize=1)
+def _libtiffs() -> tuple:
+    """The copies of libtiff Pillow loaded (from the process's memory map; none off Linux)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {f for f in (line.split()[-1] for line in maps) if "libtiff" in f and f[0] == "/"}
+        return tuple(ctypes.CDLL(path) for path in sorted(paths))
+    except OSError as exc:
+        log.debug("libtiff not found: %s", exc)
+        return ()
+
+
+@functools.lru_cache(maxsize=64)
+def tiff_codec_configured(compression: int) -> bool | None:
+    """Whether Pillow's libtiff was built with the codec of TIFF ``compression`` (decode); None: cannot tell."""
+    import ctypes
+
+    libs = _libtiffs()
+    if not libs:
+        return None
+    try:
+        fn = libs[0].TIFFIsCODECConfigured
+    except AttributeError:
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_uint16]
+    return bool(fn(compression & 0xFFFF))

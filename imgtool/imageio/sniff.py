@@ -6,8 +6,10 @@ from ..errors import ImgtoolError, UnsupportedFormat
 from . import pillow
 
 #: Pillow format names of the inputs imgtool accepts (MPO, the multi-picture
-#: JPEG of many phones, is opened by Pillow's JPEG plugin).
-ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+#: JPEG of many phones, is opened by Pillow's JPEG plugin; APNG by its PNG
+#: plugin; DIB is a BMP without its file header; PPM is every Netpbm image:
+#: PBM, PGM and PPM, plain or binary).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "HEIF", "AVIF", "PPM")
 
 #: How many leading bytes are read to tell the format.
 SNIFF_BYTES = 1024
@@ -58,6 +60,10 @@ def sniff(head: bytes) -> tuple[str, ...]:
             return (fmt,)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return ("WEBP",)
+    if _is_netpbm(head):
+        return ("PPM",)
+    if _is_dib(head):
+        return ("DIB",)
     if head[4:8] == b"ftyp":
         brands = _ftyp_brands(head)
         if brands & _AVIF_BRANDS:
@@ -67,6 +73,29 @@ def sniff(head: bytes) -> tuple[str, ...]:
         if brands & _ISO_IMAGE_BRANDS:
             return ("AVIF", "HEIF")
     return ()
+
+
+def _is_netpbm(head: bytes) -> bool:
+    """P1-P6 (PBM, PGM, PPM; plain or binary) or Pf/PF (PFM) then whitespace or a comment: what Pillow's PPM plugin reads."""
+    return len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456fF" and head[2:3] in b" \t\r\n#"
+
+
+# The sizes of the bitmap headers a DIB (a BMP less its 14-byte file header) may begin with.
+_DIB_HEADERS = {12, 40, 52, 56, 64, 108, 124}
+
+
+def _is_dib(head: bytes) -> bool:
+    """A bitmap header of a known size, one plane and a bit depth BMP has: 4 bytes alone would be a weak sign."""
+    if len(head) < 16:
+        return False
+    size = int.from_bytes(head[:4], "little")
+    if size not in _DIB_HEADERS:
+        return False
+    if size == 12:
+        planes, bits = int.from_bytes(head[8:10], "little"), int.from_bytes(head[10:12], "little")
+    else:
+        planes, bits = int.from_bytes(head[12:14], "little"), int.from_bytes(head[14:16], "little")
+    return planes == 1 and bits in (1, 2, 4, 8, 16, 24, 32, 64)
 
 
 def _ftyp_brands(head: bytes) -> set[bytes]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 DEFAULT_REDIS_HOST = "localhost"
 DEFAULT_REDIS_PORT = 6379
 DEFAULT_REDIS_DB = 0
+# Sentinels listen here unless a redis+sentinel:// URL says otherwise.
+DEFAULT_SENTINEL_PORT = 26379
 # Longest wait for a TCP connection to Redis before calling it down.
 CONNECT_TIMEOUT = 5.0
 # Longest wait for any reply, beyond the blocking time of BLMOVE: a frozen
@@ -74,13 +76,28 @@ ENQUEUE_BATCH = 500
 
 # --- Reconnecting -----------------------------------------------------------------------
 # Backoff between reconnect attempts: full jitter, base doubling up to the cap.
-RECONNECT_BASE = 0.2
-RECONNECT_CAP = 5.0
+# The cap is short so a failover (Sentinel's or a cluster replica's promotion)
+# is followed within a couple of seconds of the new master answering.
+RECONNECT_BASE = 0.1
+RECONNECT_CAP = 2.0
+# On Sentinel, the take loop asks the sentinels where the master is at most
+# this often (redis-py asks only when it opens a connection).
+SENTINEL_CHECK_INTERVAL = 0.5
 
 # --- Metrics ---------------------------------------------------------------------------------
 DEFAULT_METRICS_HOST = "0.0.0.0"
-# /healthz answers 503 when a PING takes longer than this ...
-HEALTH_PING_TIMEOUT = 1.0
+# /healthz answers 503 at once when Redis is unreachable or refuses the worker
+# (authentication, permissions, a redirect it cannot follow), after this many
+# seconds of a take loop failing for other reasons (TRYAGAIN, CLUSTERDOWN, a
+# failover under way) ...
+FAILING_GRACE = 3.0
 # ... or when the take loop has not gone round for this long.
 LOOP_STALL_TIMEOUT = 15.0
+# --min-replicas-ack: how long one WAIT may block after a recorded result.
+REPLICA_ACK_TIMEOUT_MS = 1000
+# The heartbeat (the state `imgtool status` shows) is written at most this often
+# when the state changes between beats.
+STATE_WRITE_MIN_INTERVAL = 0.1
+# imgtool_queue_job_wait_seconds: from a job's timestamp to its take.
+JOB_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
 JOB_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

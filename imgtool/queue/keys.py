@@ -50,6 +50,22 @@ class Keys:
         if not self.prefix or any(c.isspace() for c in self.prefix):
             raise ValueError(f"invalid key prefix {self.prefix!r}: it must be non-empty, without spaces")
 
+    @property
+    def hash_tag(self) -> str | None:
+        """The Cluster hash tag every key shares (``image`` for ``{image}``), or None.
+
+        Redis hashes only what is between the first ``{`` and the next ``}``
+        when that is not empty; the prefix comes first in every key, so the
+        prefix's tag, when it has a whole one, is every key's.
+        """
+        start = self.prefix.find("{")
+        if start < 0:
+            return None
+        end = self.prefix.find("}", start + 1)
+        if end <= start + 1:
+            return None
+        return self.prefix[start + 1:end]
+
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 

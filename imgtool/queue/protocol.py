@@ -35,10 +35,22 @@ from dataclasses import dataclass
 import redis
 
 from .. import __version__
-from .defaults import DEFAULT_DONE_CAP, PROMOTE_BATCH
+from .connection import direct_client
+from .defaults import DEFAULT_DONE_CAP, MAX_PAYLOAD_BYTES, PROMOTE_BATCH, REPLICA_ACK_TIMEOUT_MS
 from .keys import Keys, valid_worker_id
 
 log = logging.getLogger("imgtool")
+
+# Register or refresh: the heartbeat hash with its TTL, and the registry entry,
+# in one step (a script rather than MULTI/EXEC: it needs no +@transaction and
+# runs the same on a Cluster).
+# KEYS: heartbeat, workers   ARGV: worker id, ttl_ms, field1, value1, ...
+_BEAT = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
 
 # KEYS: inflight, dest, recoveries, schedule
 # ARGV: payload, entry, cap (0: none), digest, delay_ms, schedule_id ('' unless a retry)
@@ -198,6 +210,8 @@ class Protocol:
         self.r = client
         self.keys = keys
         self.done_cap = done_cap
+        self._acks_short = False  # the last WAIT of --min-replicas-ack saw too few replicas
+        self._beat = client.register_script(_BEAT)
         self._finish = client.register_script(_FINISH)
         self._promote = client.register_script(_PROMOTE)
         self._sweep = client.register_script(_SWEEP)
@@ -213,12 +227,8 @@ class Protocol:
 
         Re-adding to the registry every time matters: a worker that could not
         beat for a whole TTL may have been reaped, and it takes jobs again."""
-        hb = self.keys.heartbeat(worker_id)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(hb, mapping={k: str(v) for k, v in fields.items()})
-        pipe.pexpire(hb, ttl_ms)
-        pipe.sadd(self.keys.workers, worker_id)
-        pipe.execute()
+        flat = [x for k, v in fields.items() for x in (str(k), str(v))]
+        self._beat(keys=[self.keys.heartbeat(worker_id), self.keys.workers], args=[worker_id, ttl_ms, *flat])
 
     def release(self, worker_id: str) -> int:
         """Put every in-flight job back on image:jobs and deregister; returns how many."""
@@ -233,21 +243,39 @@ class Protocol:
         return self.r.blmove(self.keys.jobs, self.keys.inflight(worker_id), timeout, "LEFT", "RIGHT")
 
     def finish(self, worker_id: str, payload: bytes, dest: str, entry: bytes,
-               retry_delay_ms: int | None = None) -> bool:
+               retry_delay_ms: int | None = None, min_acks: int = 0) -> bool:
         """Record a result and drop the job from our in-flight list, in one step.
 
         ``dest`` is "done", "failed" or "retry" (then ``entry`` is the retried
         job and it is due ``retry_delay_ms`` from now).  False when the job was
         no longer in flight here (recovered by another worker): nothing recorded.
+
+        ``min_acks`` > 0 sends WAIT on the same connection after the script, so
+        the call returns once that many replicas have the result (or after
+        REPLICA_ACK_TIMEOUT_MS, with a warning): see --min-replicas-ack.
         """
         k = self.keys
         dest_key = {"done": k.done, "failed": k.failed, "retry": k.retry}[dest]
         cap = self.done_cap if dest == "done" else 0
         sched_id = uuid.uuid4().hex[:16] if dest == "retry" else ""
-        res = self._finish(
-            keys=[k.inflight(worker_id), dest_key, k.recoveries, k.retry_schedule],
-            args=[payload, entry, cap, digest(payload), int(retry_delay_ms or 0), sched_id],
-        )
+        keys = [k.inflight(worker_id), dest_key, k.recoveries, k.retry_schedule]
+        args = [payload, entry, cap, digest(payload), int(retry_delay_ms or 0), sched_id]
+        if min_acks <= 0:
+            return bool(self._finish(keys=keys, args=args))
+        # WAIT counts the writes of its own connection: one pipeline, one connection.
+        pipe = direct_client(self.r, k.jobs).pipeline(transaction=False)
+        self._finish(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", min_acks, REPLICA_ACK_TIMEOUT_MS)
+        res, acked = pipe.execute()
+        short = int(acked) < min_acks
+        if short != self._acks_short:  # once per change, not once per job
+            self._acks_short = short
+            if short:
+                log.warning("queue: only %d of %d replica(s) acknowledged a result within %d ms "
+                            "(--min-replicas-ack); recording goes on without them", int(acked), min_acks,
+                            REPLICA_ACK_TIMEOUT_MS)
+            else:
+                log.info("queue: %d replica(s) acknowledge results again", int(acked))
         return bool(res)
 
     def requeue_orphan(self, worker_id: str, payload: bytes) -> bool:
@@ -329,6 +357,53 @@ class Protocol:
 
     def scheduled_retries(self) -> int:
         return int(self.r.zcard(self.keys.retry_schedule))
+
+    def overview(self) -> dict:
+        """What the metrics read each tick, in one round trip and one more per worker list.
+
+        ``oldest_timestamp_ms`` is the head job's ``timestamp`` (None when the
+        queue is empty or the head is not a job with one); ``live``/``dead``
+        count registered workers with and without a heartbeat; ``in_flight``
+        sums every worker's in-flight list.
+        """
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lindex(k.jobs, 0)
+        pipe.zcard(k.retry_schedule)
+        pipe.smembers(k.workers)
+        head, scheduled, members = pipe.execute()
+        ids = [w for w in (m.decode("utf-8", "replace") for m in members) if valid_worker_id(w)]
+        live = dead = in_flight = 0
+        if ids:
+            pipe = self.r.pipeline(transaction=False)
+            for wid in ids:
+                pipe.exists(k.heartbeat(wid))
+                pipe.llen(k.inflight(wid))
+            res = pipe.execute()
+            for i in range(len(ids)):
+                if res[2 * i]:
+                    live += 1
+                else:
+                    dead += 1
+                in_flight += int(res[2 * i + 1])
+        return {"oldest_timestamp_ms": job_timestamp_ms(head), "retry_scheduled": int(scheduled),
+                "live": live, "dead": dead, "in_flight": in_flight}
+
+
+def job_timestamp_ms(payload: bytes | None) -> float | None:
+    """A job's ``timestamp`` (ms since the epoch) if it has a usable one, else None."""
+    if not payload or len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    import json
+
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    ts = data.get("timestamp") if isinstance(data, dict) else None
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 < ts < 1e15:
+        return None
+    return float(ts)
 
 
 def worker_fields(state: str, concurrency: int, backend: str, started: float) -> dict:

@@ -28,7 +28,8 @@ from ..errors import ImgtoolError
 from ..ops import Settings
 from ..pipeline import Interrupted, Pipeline, Signals, Task
 from . import jobs as jobs_mod
-from .connection import CONNECTION_ERRORS, RedisHealth, backoff_delay, make_client, redact
+from .connection import (CONNECTION_ERRORS, Target, backoff_delay, check_prefix, connect, follow_master,
+                         parse_target)
 from .defaults import (
     DEFAULT_DONE_CAP,
     DEFAULT_DRAIN_TIMEOUT,
@@ -40,6 +41,8 @@ from .defaults import (
     DEFAULT_WORKERS,
     HEARTBEATS_PER_TTL,
     HOUSEKEEPING_INTERVAL,
+    SENTINEL_CHECK_INTERVAL,
+    STATE_WRITE_MIN_INTERVAL,
     MAX_PAYLOAD_BYTES,
     PROMOTE_BATCH,
     RETRY_SWEEP_INTERVAL,
@@ -47,6 +50,7 @@ from .defaults import (
     THREAD_STOP_GRACE,
 )
 from .jobs import AllowRoots
+from .health import Health
 from .keys import Keys
 from .protocol import Protocol, new_worker_id, worker_fields
 
@@ -75,6 +79,8 @@ class WorkerConfig:
     retry_cap: float = DEFAULT_RETRY_CAP
     done_cap: int = DEFAULT_DONE_CAP
     max_payload: int = MAX_PAYLOAD_BYTES
+    # WAIT for this many replicas after each recorded result (0: do not wait).
+    min_replicas_ack: int = 0
     worker_id: str = field(default_factory=new_worker_id)
 
     @property
@@ -91,9 +97,10 @@ class _Unexpected(ImgtoolError):
 
 
 class Worker:
-    def __init__(self, url: str, config: WorkerConfig, settings: Settings, pipeline: Pipeline,
+    def __init__(self, target: Target | str, config: WorkerConfig, settings: Settings, pipeline: Pipeline,
                  roots: AllowRoots, metrics=None):
-        self.url = url
+        self.target = parse_target(target) if isinstance(target, str) else target
+        check_prefix(self.target, config.keys)  # a redis+cluster:// URL: refused before connecting
         self.config = config
         self.id = config.worker_id
         self.settings = settings
@@ -101,9 +108,9 @@ class Worker:
         self.roots = roots
         self.metrics = metrics
         self.keys = config.keys
-        self.client = make_client(url)
-        self.proto = Protocol(self.client, self.keys, config.done_cap)
-        self.health = RedisHealth(url, on_change=metrics.set_redis_up if metrics else None)
+        self.client = None  # connected by _register (a plain URL may turn out to be a cluster node)
+        self.proto: Protocol | None = None
+        self.health = Health(self.target, on_change=metrics.set_redis_up if metrics else None)
         self.started = time.time()
         self.state = State.STARTING
         self.last_loop = time.monotonic()  # read by /healthz
@@ -122,6 +129,7 @@ class Worker:
         # half its TTL (beat first), and never block longer than a quarter of it.
         self._take_timeout = min(TAKE_TIMEOUT, config.heartbeat_ttl / 4)
         self._last_beat = -float("inf")  # monotonic time the last successful beat was sent
+        self._state_changed = threading.Event()  # the housekeeping thread writes the new state
 
     # ------------------------------------------------------------------ life
 
@@ -139,9 +147,9 @@ class Worker:
                 return
             try:
                 self._start_threads()
-                log.info("queue: worker %s taking jobs from %s at %s (%d at once, backend %s)",
-                         self.id, self.keys.jobs, redact(self.url), self.config.workers,
-                         self.pipeline.backend_name)
+                log.info("queue: worker %s taking jobs from %s at %s (%s, %d at once, backend %s)",
+                         self.id, self.keys.jobs, self.target.redacted, self.target.kind,
+                         self.config.workers, self.pipeline.backend_name)
                 self._take_loop()
                 self._drain()
             finally:
@@ -163,17 +171,30 @@ class Worker:
         self.proto.beat(self.id, self._ttl_ms(), self._fields())
         self._last_beat = max(self._last_beat, sent)
 
+    def _connect(self) -> None:
+        """The client and the protocol, once; a plain URL of a cluster node becomes a cluster client.
+
+        Raises RedisSetupError (a user's error: the command exits) for a
+        cluster with a prefix without a hash tag, or a sentinel given as a server.
+        """
+        if self.proto is not None:
+            return
+        client, target = connect(self.target)
+        check_prefix(target, self.keys)
+        self.client, self.target = client, target
+        self.health.target = target
+        self.proto = Protocol(client, self.keys, self.config.done_cap)
+
     def _register(self) -> bool:
         attempt = 0
         while not self._draining.is_set():
             try:
+                self._connect()
                 self._beat()
-                self.health.ok()
+                self.health.ok("take")
                 return True
-            except CONNECTION_ERRORS as exc:
-                self.health.failed(exc)
             except redis.exceptions.RedisError as exc:
-                log.error("queue: cannot register with Redis: %s", exc)
+                self.health.failed(exc, "take")
             self.health.pause(attempt, self._draining)
             attempt += 1
             self.last_loop = time.monotonic()
@@ -189,7 +210,7 @@ class Worker:
     def _take_loop(self) -> None:
         attempt = 0
         reconcile = True
-        next_reconcile = 0.0
+        next_reconcile = next_follow = 0.0
         pool = self.pipeline.pool
         while not self._draining.is_set():
             self.last_loop = time.monotonic()
@@ -200,19 +221,25 @@ class Worker:
             try:
                 if time.monotonic() - self._last_beat > self.config.heartbeat_ttl / 2:
                     self._beat()
+                if self.target.kind == "sentinel" and time.monotonic() >= next_follow:
+                    # After SENTINEL FAILOVER the old master takes writes until the
+                    # sentinels demote it, seconds later: what is recorded there then
+                    # is lost (the job runs again).  Asking often keeps that short.
+                    follow_master(self.client)
+                    next_follow = time.monotonic() + SENTINEL_CHECK_INTERVAL
                 if reconcile or time.monotonic() >= next_reconcile:
                     self._reconcile()
                     reconcile = False
                     next_reconcile = time.monotonic() + self.config.beat_interval
                 payload = self.proto.take(self.id, self._take_timeout)
-                self.health.ok()
+                taken_at = time.time()
+                self.health.ok("take")
                 attempt = 0
-            except CONNECTION_ERRORS as exc:
-                self.health.failed(exc)
-                reconcile = True  # a take whose reply was lost may have moved a job
             except redis.exceptions.RedisError as exc:
-                log.error("queue: taking a job failed: %s", exc)
-                reconcile = True
+                # Unreachable, refused, redirected, TRYAGAIN during a reshard, a
+                # failover under way: health names it (once) and /healthz tells.
+                self.health.failed(exc, "take")
+                reconcile = True  # a take whose reply was lost may have moved a job
             if payload is None:
                 slot.release()
                 if reconcile:
@@ -222,7 +249,7 @@ class Worker:
             with self._hand_lock:
                 self._in_hand[payload] += 1
                 self._set_state(State.BUSY)
-            pool.submit(lambda payload=payload: self._run_job(payload), slot)
+            pool.submit(lambda payload=payload, taken_at=taken_at: self._run_job(payload, taken_at), slot)
 
     def _reconcile(self) -> None:
         """Put back jobs in our in-flight list that no thread holds.
@@ -246,10 +273,10 @@ class Worker:
 
     # ------------------------------------------------------------------ jobs
 
-    def _run_job(self, payload: bytes) -> None:
+    def _run_job(self, payload: bytes, taken_at: float | None = None) -> None:
         """One job, in the pool: run it, record its result, hand it back."""
         try:
-            self._handle(payload)
+            self._handle(payload, taken_at)
         except Interrupted:
             pass  # shutting down: the job stays in flight and is released
         except Exception as exc:  # noqa: BLE001 - a bug here must not lose the job or the thread
@@ -264,18 +291,20 @@ class Worker:
                     self._set_state(State.IDLE)
                 self._hand_lock.notify_all()
 
-    def _handle(self, payload: bytes) -> None:
+    def _handle(self, payload: bytes, taken_at: float | None = None) -> None:
         start = time.perf_counter()
         try:
             job = jobs_mod.parse(payload, self.settings, self.roots, self.config.max_payload)
         except ImgtoolError as exc:
             data = jobs_mod.try_load(payload, self.config.max_payload)
+            self._observe_wait(data, taken_at)
             label = _job_label(data)
             log.warning("queue: invalid job %s: %s", label, exc)
             entry = jobs_mod.failed_entry(payload, data, exc, self.id)
             if self._record(payload, "failed", entry) and self.metrics:
                 self.metrics.job_failed(_ops_of(data), exc.code, time.perf_counter() - start)
             return
+        self._observe_wait(job.data, taken_at)
         try:
             result = self.pipeline.process(
                 Task(job.src, job.out_dir, job_id=job.job_id, settings=job.settings), force=True)
@@ -306,6 +335,13 @@ class Worker:
                 if self.metrics:
                     self.metrics.job_failed(job.operations, error.code, seconds)
 
+    def _observe_wait(self, data, taken_at: float | None) -> None:
+        if self.metrics is None or taken_at is None or not isinstance(data, dict):
+            return
+        ts = data.get("timestamp")
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 < ts < 1e15:
+            self.metrics.job_waited(max(0.0, taken_at - ts / 1000))
+
     def _record_internal_error(self, payload: bytes, exc: Exception) -> None:
         """Send a job whose handling crashed to image:failed, so it cannot loop."""
         try:
@@ -327,17 +363,19 @@ class Worker:
         unsure = False  # an earlier try may have run without our hearing back
         while True:
             try:
-                done = self.proto.finish(self.id, payload, dest, entry, retry_delay_ms)
-                self.health.ok()
+                done = self.proto.finish(self.id, payload, dest, entry, retry_delay_ms,
+                                         self.config.min_replicas_ack)
+                self.health.ok("record")
                 if not done and not unsure:
                     log.info("queue: a job finished here was already put back by another worker; "
                              "its other run records it")
                 return done or unsure
-            except CONNECTION_ERRORS as exc:
-                self.health.failed(exc)
-                unsure = True
             except redis.exceptions.RedisError as exc:
-                log.error("queue: recording a result failed: %s", exc)
+                self.health.failed(exc, "record")
+                # A lost reply (or a WAIT that failed after the script ran) may
+                # hide a recorded result: a later "not in flight" is then ours.
+                if isinstance(exc, CONNECTION_ERRORS) or self.config.min_replicas_ack:
+                    unsure = True
             if self._abandon.is_set():
                 return False
             self.health.pause(attempt, self._abandon)
@@ -346,43 +384,60 @@ class Worker:
     # ------------------------------------------------------------------ housekeeping
 
     def _housekeeping(self) -> None:
+        """Beat, promote due retries, recover the dead, read the metrics; write a changed state at once.
+
+        Wakes every tick and whenever the state changes, so `imgtool status`
+        shows a state within a second of its change, not a heartbeat period
+        later (at most one write per STATE_WRITE_MIN_INTERVAL).
+        """
         interval = self.config.beat_interval
         tick = min(HOUSEKEEPING_INTERVAL, interval)
-        next_beat = next_recovery = next_sweep = 0.0
+        next_beat = next_recovery = next_sweep = next_tick = 0.0
         attempt = 0
         while not self._hk_stop.is_set():
             try:
+                if self._state_changed.is_set():
+                    self._state_changed.clear()
+                    next_beat = 0.0
                 now = time.monotonic()
                 if now >= next_beat:
                     self._beat()
                     next_beat = now + interval
-                if not self._draining.is_set():
-                    while self.proto.promote_due() >= PROMOTE_BATCH:
-                        pass
-                    if now >= next_recovery:
+                if now >= next_tick:
+                    next_tick = now + tick
+                    self._tick()
+                    if now >= next_recovery and not self._draining.is_set():
                         self._recover_dead()
                         next_recovery = now + interval
-                    if now >= next_sweep:
+                    if now >= next_sweep and not self._draining.is_set():
                         swept = self.proto.sweep_retry()
                         if swept:
                             log.info("queue: %d job(s) in %s had no due time; retrying them now",
                                      swept, self.keys.retry)
                         next_sweep = now + RETRY_SWEEP_INTERVAL
-                if self.metrics:
-                    self.metrics.set_depths(self.proto.lengths())
-                self.health.ok()
+                self.health.ok("housekeeping")
                 attempt = 0
-            except CONNECTION_ERRORS as exc:
-                self.health.failed(exc)
+            except redis.exceptions.RedisError as exc:
+                self.health.failed(exc, "housekeeping")
                 self.health.pause(attempt, self._hk_stop)
                 attempt += 1
-                next_beat = 0.0
+                next_beat = next_tick = 0.0
                 continue
-            except redis.exceptions.RedisError as exc:
-                log.error("queue: housekeeping: %s", exc)
             except Exception:  # noqa: BLE001 - the heartbeat must go on
                 log.exception("queue: housekeeping: unexpected error")
-            self._hk_stop.wait(tick)
+            if self._hk_stop.wait(STATE_WRITE_MIN_INTERVAL):
+                break
+            self._state_changed.wait(max(0.0, next_tick - time.monotonic()))
+
+    def _tick(self) -> None:
+        """Every second: follow a Sentinel failover, promote due retries, read the metrics."""
+        follow_master(self.client)
+        if not self._draining.is_set():
+            while self.proto.promote_due() >= PROMOTE_BATCH:
+                pass
+        if self.metrics:
+            self.metrics.set_depths(self.proto.lengths())
+            self.metrics.set_overview(self.proto.overview())
 
     def _recover_dead(self) -> None:
         for dead in self.proto.dead_workers(except_id=self.id):
@@ -420,7 +475,7 @@ class Worker:
             self._hk.join(timeout=THREAD_STOP_GRACE + 2 * TAKE_TIMEOUT)
         deadline = time.monotonic() + max(self.config.drain_timeout, 1.0)
         attempt = 0
-        while True:
+        while self.proto is not None:
             try:
                 n = self.proto.release(self.id)
                 if n:
@@ -431,7 +486,7 @@ class Worker:
                     log.warning("queue: cannot reach Redis to put unfinished jobs back (%s); they stay "
                                 "in %s until another worker recovers them", exc, self.keys.inflight(self.id))
                     break
-                self.health.failed(exc)
+                self.health.failed(exc, "take")
                 self.health.pause(attempt)
                 attempt += 1
         busy = self.pipeline.pool.active > 0
@@ -452,6 +507,8 @@ class Worker:
                              self.started) | {"in_hand": self.in_flight}
 
     def _set_state(self, state: State) -> None:
+        if state != self.state:
+            self._state_changed.set()
         self.state = state
         if self.metrics:
             self.metrics.set_state(state.value)

@@ -38,7 +38,8 @@ class Output:
     location: Location
     data: bytes
     content_type: str  # e.g. "image/webp": an object store records it with the object
-    # The settings it was made with (Operation.fingerprint): a store may keep it beside the output.
+    # The fingerprint of the settings that made it (``Operation.fingerprint``): the
+    # store records it with the output, and ``stale`` compares it on the next run.
     fingerprint: str = ""
 
 
@@ -141,6 +142,8 @@ class Store(abc.ABC):
     def write_outputs(self, outputs: Sequence[Output]) -> list[Location]:
         """Write every output, or none: each atomically, those already written removed on failure.
 
+        Each output's ``fingerprint`` is recorded with it, for ``stale``.
+
         A reader never sees a partial output; an existing output is replaced
         (a link there is replaced, never followed); missing folders are made.
         Returns the locations written, in order.
@@ -152,12 +155,26 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def fresh(self, src: Location, outputs: Mapping[Location, str]) -> bool:
-        """True when every output exists and is up to date with ``src``.
+        """True when every output exists and is up to date with ``src`` (see ``stale``)."""
+
+    def stale(self, src: Location, outputs: Mapping[Location, str]) -> list[Location]:
+        """The outputs that are not up to date with ``src``, in the order given.
 
         ``outputs`` maps each output's location to the fingerprint of the
-        settings that decide it (``Operation.fingerprint``), so a store may
-        also call an output stale when it was made with other settings.
+        settings that decide it (``Operation.fingerprint``).  An output is up
+        to date when it exists, is at least as new as ``src`` and was recorded
+        (by ``write_outputs``) with that same fingerprint; an output with no
+        record is stale.  Where a store keeps the record is its own choice
+        (the local store: an extended attribute, else an index file of its
+        own; an object store: the object's metadata).
+
+        This default asks ``fresh`` of them all at once, then, only when they
+        are not all fresh, of each: a store that can tell them apart in one
+        go overrides it.
         """
+        if self.fresh(src, outputs):
+            return []
+        return [loc for loc, fp in outputs.items() if not self.fresh(src, {loc: fp})]
 
     # -- confinement --------------------------------------------------------------
 

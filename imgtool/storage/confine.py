@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from ..errors import ImgtoolError, InputNotFound, PermanentError, TransientIOError, from_os_error
+from .index import set_xattr
 
 _PathBase = type(Path())
 
@@ -233,8 +234,13 @@ class Folder:
         finally:
             os.close(root_fd)
 
-    def write_atomic(self, name: str, data: bytes) -> None:
-        """``name`` in this folder, written through a temporary file renamed into place (both by handle)."""
+    def write_atomic(self, name: str, data: bytes, fingerprint: str | None = None) -> bool:
+        """``name`` in this folder, written through a temporary file renamed into place (both by handle).
+
+        ``fingerprint``: the settings that made it, set as its xattr before the rename; False when the
+        filesystem keeps no xattrs.
+        """
+        recorded = True
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         while True:
             tmp = f".imgtool-{os.urandom(8).hex()}.tmp"
@@ -248,6 +254,8 @@ class Folder:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                if fingerprint is not None:
+                    recorded = set_xattr(f.fileno(), fingerprint)
             # rename(2) replaces a link at the target, never follows it.
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException as exc:
@@ -258,6 +266,7 @@ class Folder:
             if isinstance(exc, OSError):
                 raise from_os_error(exc, Path(self.location) / name, writing=True) from exc
             raise
+        return recorded
 
     def remove(self, name: str) -> None:
         try:

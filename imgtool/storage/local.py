@@ -10,6 +10,7 @@ confine.py), so a folder swapped for a link after the check is never followed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat as statmod
 from pathlib import Path
@@ -26,7 +27,10 @@ from ..errors import (
 )
 from . import confine as _confine
 from .base import Input, Location, OnListError, Output, Rank, Store
+from .index import INDEX, INDEX_NAME, get_xattr, set_xattr
 from .names import is_image_name, is_walked_folder
+
+log = logging.getLogger("imgtool")
 
 # Up to this many images in one folder are ordered by their headers' pixel counts
 # (reading every header then costs nothing next to the work); past it, by size.
@@ -154,17 +158,33 @@ class LocalStore(Store):
         if probe.exists() and not probe.is_dir():
             raise PermanentError(f"cannot be written: {probe} is not a folder", path)
         if not os.access(probe, os.W_OK | os.X_OK):
-            reason = os.strerror(errno.EACCES)
+            try:
+                read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+            except (OSError, AttributeError):
+                read_only = False
+            reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
             raise TransientIOError(f"cannot be written ({reason})", path)
 
     def write_outputs(self, outputs: Sequence[Output]) -> list[Path]:
+        """Each output's settings go into its xattr, else into its folder's index (``storage.index``)."""
         if any(_confine.root_of(out.location) is not None for out in outputs):
             return _write_confined(outputs)
         written: list[Path] = []
+        unrecorded: dict[Path, list] = {}  # folder -> (name, fingerprint, stat) for the index
         try:
             for out in outputs:
-                write_atomic(out.location, out.data)
-                written.append(Path(out.location))
+                path = Path(out.location)
+                if not write_atomic(path, out.data, fingerprint=out.fingerprint):
+                    unrecorded.setdefault(path.parent, []).append((path.name, out.fingerprint, path))
+                written.append(path)
+            for folder, entries in unrecorded.items():
+                try:
+                    INDEX.record(folder, [(name, fp, os.lstat(p)) for name, fp, p in entries])
+                except OSError as exc:
+                    # The outputs are whole and in place; without their record they are only
+                    # redone by the next run.  Not worth failing the job for.
+                    log.warning("%s: the settings of %d outputs not recorded (%s): the next run redoes them",
+                                folder / INDEX_NAME, len(entries), exc.strerror or exc)
         except BaseException:
             # write_atomic names OS failures itself; here only undo this attempt.
             self.remove(written)
@@ -186,16 +206,30 @@ class LocalStore(Store):
                 pass
 
     def fresh(self, src, outputs: Mapping[Location, str]) -> bool:
-        """Every output exists, is no link and is at least as new as ``src`` (its mtime).
+        return not self.stale(src, outputs)
 
-        The settings' fingerprints are not compared yet: a changed option
-        needs ``--force`` to redo up-to-date outputs.
-        """
+    def stale(self, src, outputs: Mapping[Location, str]) -> list[Location]:
+        """Outputs missing, a link, older than ``src`` (its mtime), or recorded with another fingerprint."""
         try:
             src_mtime = os.stat(src).st_mtime_ns
-            return all(os.stat(p).st_mtime_ns >= src_mtime and not os.path.islink(p) for p in outputs)
         except OSError:
-            return False
+            return list(outputs)
+        stale = []
+        for p, fingerprint in outputs.items():
+            try:
+                st = os.lstat(p)
+            except OSError:
+                stale.append(p)
+                continue
+            if not statmod.S_ISREG(st.st_mode) or st.st_mtime_ns < src_mtime:
+                stale.append(p)
+                continue
+            recorded = get_xattr(Path(p))
+            if recorded is None:
+                recorded = INDEX.lookup(Path(p), st)
+            if recorded != fingerprint:
+                stale.append(p)
+        return stale
 
     # -- what the watcher asks (it watches local folders only) ------------------------------
 
@@ -283,7 +317,9 @@ def _write_confined(outputs: Sequence[Output]) -> list[Path]:
             folder = folders.get(parent)
             if folder is None:
                 folder = folders[parent] = _confine.Folder(_keep_root(out.location, path.parent))
-            folder.write_atomic(path.name, out.data)
+            # The settings go into the output's xattr.  Where the filesystem keeps none, the folder's
+            # index (written by name) is not used below an allowed root: such outputs are redone.
+            folder.write_atomic(path.name, out.data, fingerprint=out.fingerprint)
             written.append((folder, path.name, out.location))
     except BaseException:
         for folder, name, _loc in written:
@@ -303,7 +339,8 @@ def _ranked(rank: Rank, path: Path, fallback: int) -> int:
     return fallback if value is None else value
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
+def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False,
+                 fingerprint: str | None = None) -> bool:
     """Write ``data`` to ``path`` through a temporary file renamed into place.
 
     The temporary file (``.imgtool-*.tmp``, hidden, in the target folder so the
@@ -311,8 +348,12 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -
     like any new file.  A symlink at ``path`` is replaced by the rename, never
     followed.  The folder is created if missing.  ``fsync`` makes the data
     durable before the rename (about a millisecond a file), for callers that
-    record the write as done elsewhere.  OS failures become named errors.
+    record the write as done elsewhere.  ``fingerprint``: the settings that
+    made it, set as its xattr before the rename (``storage.index``); returns
+    False when the filesystem keeps no xattrs (the caller records it in the
+    index), True otherwise.  OS failures become named errors.
     """
+    recorded = True
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +364,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -
                 if fsync:
                     f.flush()
                     os.fsync(f.fileno())
+                if fingerprint is not None:
+                    recorded = set_xattr(f.fileno(), fingerprint)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -332,6 +375,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -
             raise
     except OSError as exc:
         raise from_os_error(exc, path, writing=True) from exc
+    return recorded
 
 
 def _create_temp(folder: Path) -> tuple[int, str]:

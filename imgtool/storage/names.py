@@ -8,7 +8,8 @@ from pathlib import PurePath
 from ..ops import is_output_name
 
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .heic .heif .avif .svg .svgz".split()
+    (".jpg .jpeg .jpe .jfif .mpo .png .apng .gif .webp .bmp .dib .tif .tiff .heic .heif .hif .avif .avifs "
+     ".ppm .pgm .pbm .pnm .svg .svgz").split()
 )
 #: Video uploads: their frame at 1 s is the image (imgtool.imageio.video).
 VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .webm .mkv .avi".split())
