@@ -350,7 +350,12 @@ class Watcher:
         with self._cond:
             self._cond.notify_all()
         if self._observer is not None:
-            self._observer.stop()
+            try:
+                self._observer.stop()
+            except (KeyError, OSError) as exc:
+                # watchdog's inotify forgets a watch whose folder was renamed or swapped for a link
+                # (KeyError on its path) as it removes them: nothing is left to stop.
+                log.debug("stopping the observer: %r", exc)
         aborted_at = None
         for t in self._threads:
             while t.is_alive():

@@ -132,10 +132,11 @@ def test_watch_under_swapped_folders_stays_inside(tmp_path):
                                       "--backend", "cpu", "--settle", "0.05", "-j", "4"], stderr=f)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if log.read_text(errors="replace").count("catch-up scan of"):
+            seen = log.read_text(errors="replace")
+            if "catch-up scan of" in seen and "link.png" in seen:
                 break
             time.sleep(0.2)
-        time.sleep(3.0)  # events from the swaps keep arriving while it works
+        time.sleep(2.0)  # events from the swaps keep arriving while it works
     finally:
         swaps = racer.stop()
         watch.send_signal(signal.SIGTERM)
