@@ -9,8 +9,6 @@ drains, second aborts); ``Pipeline.map`` feeds a pool from an iterable.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
 import logging
 import os
 import queue
@@ -107,18 +105,6 @@ class Result:
         if self.placeholders is not None:
             d["placeholders"] = dict(self.placeholders)
         return d
-
-
-@functools.cache
-def _import_placeholders_aside() -> None:
-    """Start importing the placeholders' module (numpy, about 70 ms) on a thread of its own, once.
-
-    The first image's decode runs meanwhile (Pillow's decoders let go of the
-    GIL), so the import is off every run's critical path; the thread that
-    needs the module first waits on the import lock for what is left.
-    """
-    threading.Thread(target=importlib.import_module, args=(f"{__package__}.placeholders",),
-                     name="import-placeholders", daemon=True).start()
 
 
 class Pipeline:
@@ -235,7 +221,6 @@ class Pipeline:
     def _run(self, task: Task, start: float, redo: set[str] | None = None) -> Result:
         settings = task.settings or self.settings
         running = current_task()
-        _import_placeholders_aside()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
             if running is not None:
                 running.estimate = self._memory_estimate(opened, settings)
@@ -287,7 +272,7 @@ class Pipeline:
     def _placeholders(img, pixels: dict, owner: dict) -> dict[str, str]:
         """ThumbHash and BlurHash from pixels already made: the smallest fit output of an operation that
         offers its pixels for them (the thumbnail's), else a reduce of the decoded image."""
-        from . import placeholders  # numpy: not on the start-up path
+        from . import placeholders
 
         offered = {key: pixels[key] for key, op in owner.items() if op.placeholder_source and key in pixels}
         return placeholders.of_image(img, list(offered.values()))

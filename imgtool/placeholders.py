@@ -6,8 +6,14 @@ image loads (evanw/thumbhash; woltapp/blurhash).  They are computed here from
 pixels the pipeline already has, never from a second decode: ``placeholder_source``
 makes the input (at most ``SOURCE_MAX`` = 100 pixels a side, the most ThumbHash
 takes) from the thumbnail, whose reduce of the full image has already been paid
-for; ``placeholders`` encodes both.  numpy matrix products over at most
-100 x 100 pixels: well under a millisecond an image.
+for; ``placeholders`` encodes both.  The per-pixel work (the colours, the
+cosine sums) is in the cpu backend's C extension ``_cpufast`` when it was
+built, else numpy matrix products (imported only then), in the same order
+and precision; the quantisation and packing are plain Python on the sums:
+well under a millisecond an image.  The two paths' sums can differ in their
+last bits (numpy's BLAS sums in an order of its own), so a value lying
+exactly on a quantisation boundary could come out one step apart;
+tests/test_placeholders.py compares them.
 
 ThumbHash keeps alpha (its own alpha channel); BlurHash has none, so
 transparent pixels are composited over the image's alpha-weighted average
@@ -24,10 +30,17 @@ reports with it.  BlurHash stores no aspect at all.
 from __future__ import annotations
 
 import base64
-import functools
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
+try:
+    from .backends import _cpufast
+except ImportError:  # built without a C compiler: the numpy sums below
+    _cpufast = None
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 SOURCE_MAX = 100  # pixels a side: ThumbHash's limit, and plenty for either format
 # An output offered as the source is used when its longer side has at least this many pixels
@@ -37,12 +50,15 @@ SOURCE_MIN = 32
 _REDUCE_ABOVE = 4 * SOURCE_MAX
 BLURHASH_COMPONENTS = (4, 3)  # x, y
 _BASE83 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
+# ThumbHash's AC coefficients below this (the channels in 0..1) are rounding noise, not detail:
+# taken as zero (a quantisation step is 1/15 of the channel's scale; see _thumb_channel).
+_NOISE = 1e-12
 
 
-def placeholder_source(image):
-    """A PIL image scaled (box filter, aspect kept) to fit ``SOURCE_MAX`` x ``SOURCE_MAX``, as a uint8 array.
+def source_image(image: Image.Image) -> Image.Image:
+    """A PIL image (RGB or RGBA) scaled (box filter, aspect kept) to fit ``SOURCE_MAX`` x ``SOURCE_MAX``.
 
-    ``image``: the thumbnail (or any already-decoded RGB/RGBA PIL image); an
+    ``image``: the thumbnail (or any already-decoded PIL image); an RGB/RGBA
     image that already fits is used as it is.
     """
     from PIL import Image
@@ -54,7 +70,14 @@ def placeholder_source(image):
     if scale < 1:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = image.resize(size, Image.Resampling.BOX)
-    return np.asarray(image)
+    return image
+
+
+def placeholder_source(image: Image.Image) -> np.ndarray:
+    """``source_image`` as a uint8 (h, w, 3|4) array."""
+    import numpy as np
+
+    return np.asarray(source_image(image))
 
 
 def of_image(decoded, offered=()) -> dict[str, str]:
@@ -79,79 +102,148 @@ def of_image(decoded, offered=()) -> dict[str, str]:
         # A whole-factor box reduce (premultiplied where there is alpha, as Pillow
         # reduces RGBA) to at most twice what the hashes read, then the box resize.
         source = source.reduce(longer // (2 * SOURCE_MAX))
-    return placeholders(placeholder_source(source))
+    return placeholders(source_image(source))
 
 
-def _check(pixels: np.ndarray) -> np.ndarray:
-    a = np.asarray(pixels)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ValueError(f"expected a uint8 height x width x 3 or 4 array, not {a.dtype} {a.shape}")
+class _Source:
+    """The pixels both encoders read: straight RGB/RGBA, 1 to ``SOURCE_MAX`` a side."""
+
+    def __init__(self, pixels):
+        if hasattr(pixels, "mode") and hasattr(pixels, "tobytes"):  # a PIL image
+            if pixels.mode not in ("RGB", "RGBA"):
+                raise ValueError(f"expected an RGB or RGBA image, not {pixels.mode}")
+            (self.width, self.height), self.channels = pixels.size, len(pixels.mode)
+            self.image, self.array = pixels, None
+        else:
+            import numpy as np
+
+            a = np.asarray(pixels)
+            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4):
+                raise ValueError(f"expected a uint8 height x width x 3 or 4 array, not {a.dtype} {a.shape}")
+            self.height, self.width, self.channels = a.shape
+            self.image, self.array = None, a
+        w, h = self.width, self.height
+        if not (1 <= w <= SOURCE_MAX and 1 <= h <= SOURCE_MAX):
+            raise ValueError(f"a placeholder's source is 1 to {SOURCE_MAX} pixels a side, not {w}x{h}")
+
+    def raw(self) -> bytes:
+        return self.image.tobytes() if self.image is not None else self.array.tobytes()
+
+    def as_array(self) -> np.ndarray:
+        import numpy as np
+
+        if self.array is None:
+            self.array = np.asarray(self.image)
+        return self.array
+
+
+class _Sums:
+    """The cosine sums both formats quantise (lists of floats), from ``_cpufast`` or numpy."""
+
+    def __init__(self, source: _Source, components: tuple[int, int] = BLURHASH_COMPONENTS, fast: bool = True):
+        w, h = self.width, self.height = source.width, source.height
+        self.components = components
+        grids = [_luma_grid(limit, w, h) for limit in (7, 5)]  # opaque, with alpha
+        if fast and _cpufast is not None:
+            got = _cpufast.placeholder_sums(source.raw(), w, h, source.channels, *grids, components)
+        else:
+            got = _numpy_sums(source.as_array(), *grids, components)
+        self.has_alpha, self.l, self.p, self.q, self.a, self.factors = got
+        self.lx, self.ly = grids[1] if self.has_alpha else grids[0]
+
+
+def _grid(limit: int, w: int, h: int) -> tuple[int, int]:
+    """ThumbHash's luminance grid lx x ly: the longer side ``limit`` (7, or 5 with alpha), as the header stores it."""
+    if w == h:
+        return limit, limit
+    n = _short_side(limit, w, h)
+    return (limit, n) if w >= h else (n, limit)
+
+
+def _luma_grid(limit: int, w: int, h: int) -> tuple[int, int]:
+    """(nx, ny) of ThumbHash's luminance sums: ``_grid``, at least 3 x 3."""
+    lx, ly = _grid(limit, w, h)
+    return max(3, lx), max(3, ly)
+
+
+def _numpy_sums(a: np.ndarray, luma: tuple[int, int], luma_alpha: tuple[int, int], components: tuple[int, int]):
+    """``_cpufast.placeholder_sums`` with numpy (where the extension was not built)."""
+    import numpy as np
+
     h, w = a.shape[:2]
-    if not (1 <= w <= SOURCE_MAX and 1 <= h <= SOURCE_MAX):
-        raise ValueError(f"a placeholder's source is 1 to {SOURCE_MAX} pixels a side, not {w}x{h}")
-    return a
+    alpha = a[..., 3] / 255.0 if a.shape[2] == 4 else np.ones(a.shape[:2])
+    alpha_sum = int(a[..., 3].sum(dtype=np.int64)) if a.shape[2] == 4 else 255 * w * h
+    has_alpha = alpha_sum < 255 * w * h
+    if has_alpha:
+        # The colours (0..1) composited atop their alpha-weighted average (the average of what is seen),
+        # in the reference encoder's order of operations (alpha / 255 * value).
+        total = alpha_sum / 255.0
+        weighted = (alpha / 255.0)[..., None] * a[..., :3]
+        avg = weighted.reshape(-1, 3).sum(axis=0) / total if total > 0 else np.zeros(3)
+        rgb = avg * (1.0 - alpha)[..., None] + weighted
+        srgb8 = np.clip(np.floor(rgb * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    else:
+        rgb, srgb8 = a[..., :3] / 255.0, a[..., :3]
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    nx, ny = luma_alpha if has_alpha else luma
+
+    def project(x, nx, ny, half):  # (ny, nx)
+        return _cosines(h, ny, half) @ x @ _cosines(w, nx, half).T / (w * h)
+
+    l = project((r + g + b) / 3.0, nx, ny, True).ravel().tolist()
+    p = project((r + g) / 2.0 - b, 3, 3, True).ravel().tolist()
+    q = project(r - g, 3, 3, True).ravel().tolist()
+    alpha_sums = project(alpha, 5, 5, True).ravel().tolist() if has_alpha else None
+    cx, cy = components
+    lin = np.array(_SRGB_TO_LINEAR)[srgb8]  # (h, w, 3)
+    fy, fx = _cosines(h, cy, False), _cosines(w, cx, False)
+    # factors[j, c, i] = the sum over the pixels of basis(i, j) * linear colour c, / (w h)
+    down = (fy @ lin.reshape(h, w * 3)).reshape(cy, w, 3).transpose(0, 2, 1)  # (cy, 3, w)
+    factors = (down @ fx.T / (w * h)).ravel().tolist()  # (cy, 3, cx)
+    return has_alpha, l, p, q, alpha_sums, factors
 
 
-def placeholders(pixels: np.ndarray) -> dict[str, str]:
-    """``{"thumbhash": base64, "blurhash": str}`` of a uint8 (h, w, 3|4) straight-alpha array, <= 100 a side."""
-    seen = _Seen(_check(pixels))
-    return {"thumbhash": base64.b64encode(_thumbhash(seen)).decode("ascii"), "blurhash": _blurhash(seen)}
+_COSINES: dict = {}
 
 
-class _Seen:
-    """What both encoders read: the colours in 0..1, atop their average where alpha is below 1."""
-
-    def __init__(self, a: np.ndarray):
-        self.height, self.width = a.shape[:2]
-        alpha = a[..., 3] / 255.0 if a.shape[2] == 4 else np.ones(a.shape[:2])
-        self.alpha = alpha
-        self.has_alpha = bool(alpha.sum() < self.width * self.height)
-        self.rgb = _over_average(a, alpha) if self.has_alpha else a[..., :3] / 255.0
-        self.srgb8 = (np.clip(np.floor(self.rgb * 255.0 + 0.5), 0, 255).astype(np.uint8) if self.has_alpha
-                      else a[..., :3])
-
-
-def _over_average(a: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The colours (0..1) composited atop their alpha-weighted average (the average of what is seen).
-
-    In the reference encoder's order of operations (alpha / 255 * value), so
-    that the hashes are its own but for the order of the sums.
-    """
-    total = float(alpha.sum())
-    weighted = (alpha / 255.0)[..., None] * a[..., :3]
-    avg = weighted.reshape(-1, 3).sum(axis=0) / total if total > 0 else np.zeros(3)
-    return avg * (1.0 - alpha)[..., None] + weighted
-
-
-@functools.lru_cache(maxsize=512)
 def _cosines(n: int, count: int, half: bool) -> np.ndarray:
-    """(count, n): cos(pi k (i + 0.5) / n) (ThumbHash) or cos(pi k i / n) (BlurHash)."""
-    i = np.arange(n, dtype=np.float64) + (0.5 if half else 0.0)
-    out = np.cos(np.pi / n * np.arange(count, dtype=np.float64)[:, None] * i[None, :])
-    out.setflags(write=False)
-    return out
+    """(count, n): cos(pi k (i + 0.5) / n) (ThumbHash) or cos(pi k i / n) (BlurHash), with libm's cos as the C path."""
+    import numpy as np
+
+    key = (n, count, half)
+    if key not in _COSINES:
+        off = 0.5 if half else 0.0
+        out = np.array([[math.cos(math.pi / n * float(k) * (i + off)) for i in range(n)] for k in range(count)])
+        out.setflags(write=False)
+        _COSINES[key] = out
+    return _COSINES[key]
+
+
+def placeholders(pixels) -> dict[str, str]:
+    """``{"thumbhash": base64, "blurhash": str}`` of a straight-alpha RGB/RGBA PIL image or uint8 (h, w, 3|4) array, <= 100 a side."""
+    sums = _Sums(_Source(pixels))
+    return {"thumbhash": base64.b64encode(_thumbhash(sums)).decode("ascii"), "blurhash": _blurhash(sums)}
 
 
 # ---- ThumbHash ----------------------------------------------------------------
 
 
-def _thumb_channel(x: np.ndarray, nx: int, ny: int) -> tuple[float, list[float], float]:
-    """(dc, ac in 0..1, scale): the coefficients with cx * ny < nx * (ny - cy), in row order of cy."""
-    h, w = x.shape
-    coeffs = _cosines(h, ny, True) @ x @ _cosines(w, nx, True).T / (w * h)  # (ny, nx)
-    ac = coeffs[_ac_mask(nx, ny)]  # row order of cy, then cx
-    scale = float(np.abs(ac).max()) if len(ac) else 0.0
+def _thumb_channel(coeffs: list[float], nx: int, ny: int) -> tuple[float, list[float], float]:
+    """(dc, ac in 0..1, scale): the coefficients (ny x nx, row order) with cx * ny < nx * (ny - cy), in row order of cy.
+
+    AC coefficients below ``_NOISE`` are taken as 0: they are where the image
+    has no such frequency (a flat channel, a symmetric one), and their sums of
+    cosines are rounding noise, which would otherwise be scaled up (to 0..1
+    where the whole channel is flat; to either side of 0.5, a nibble's
+    rounding boundary, where it is not).
+    """
+    ac = [v if abs(v) >= _NOISE else 0.0
+          for v in (coeffs[cy * nx + cx] for cy in range(ny) for cx in range(nx)
+                    if cx * ny < nx * (ny - cy) and (cx > 0 or cy > 0))]
+    scale = max(map(abs, ac), default=0.0)
     if scale > 0:
-        ac = 0.5 + 0.5 / scale * ac
-    return float(coeffs[0, 0]), ac.tolist(), scale
-
-
-@functools.lru_cache(maxsize=64)
-def _ac_mask(nx: int, ny: int) -> np.ndarray:
-    cy, cx = np.mgrid[0:ny, 0:nx]
-    mask = (cx * ny < nx * (ny - cy)) & ((cx > 0) | (cy > 0))
-    mask.setflags(write=False)
-    return mask
+        ac = [0.5 + 0.5 / scale * v for v in ac]
+    return coeffs[0], ac, scale
 
 
 def _round(v: float) -> int:
@@ -167,22 +259,19 @@ def _short_side(limit: int, w: int, h: int) -> int:
     return min(candidates, key=lambda n: (abs(math.log(limit / n) - math.log(longer / shorter)), n))
 
 
-def thumbhash_bytes(pixels: np.ndarray) -> bytes:
-    """The ThumbHash of a uint8 (h, w, 3|4) straight-alpha array of at most 100 x 100."""
-    return _thumbhash(_Seen(_check(pixels)))
+def thumbhash_bytes(pixels) -> bytes:
+    """The ThumbHash of a straight-alpha RGB/RGBA PIL image or uint8 (h, w, 3|4) array of at most 100 x 100."""
+    return _thumbhash(_Sums(_Source(pixels)))
 
 
-def _thumbhash(seen: "_Seen") -> bytes:
-    h, w, has_alpha, alpha = seen.height, seen.width, seen.has_alpha, seen.alpha
-    limit = 5 if has_alpha else 7  # fewer luminance terms when alpha needs room
-    n = _short_side(limit, w, h)
-    lx, ly = (limit, n) if w >= h else (n, limit)
-    if w == h:
-        lx = ly = limit
-    r, g, b = seen.rgb[..., 0], seen.rgb[..., 1], seen.rgb[..., 2]
-    l_dc, l_ac, l_scale = _thumb_channel((r + g + b) / 3.0, max(3, lx), max(3, ly))
-    p_dc, p_ac, p_scale = _thumb_channel((r + g) / 2.0 - b, 3, 3)
-    q_dc, q_ac, q_scale = _thumb_channel(r - g, 3, 3)
+def _thumbhash(sums: _Sums) -> bytes:
+    w, h, has_alpha = sums.width, sums.height, sums.has_alpha
+    nx, ny = sums.lx, sums.ly
+    # The grid's own lx / ly: the header stores the shorter side (the sums use at least 3 x 3).
+    lx, ly = _grid(5 if has_alpha else 7, w, h)
+    l_dc, l_ac, l_scale = _thumb_channel(sums.l, nx, ny)
+    p_dc, p_ac, p_scale = _thumb_channel(sums.p, 3, 3)
+    q_dc, q_ac, q_scale = _thumb_channel(sums.q, 3, 3)
     landscape = w > h
     header24 = (_round(63.0 * l_dc) | _round(31.5 + 31.5 * p_dc) << 6 | _round(31.5 + 31.5 * q_dc) << 12
                 | _round(31.0 * l_scale) << 18 | (1 << 23 if has_alpha else 0))
@@ -191,7 +280,7 @@ def _thumbhash(seen: "_Seen") -> bytes:
     out = bytearray([header24 & 255, header24 >> 8 & 255, header24 >> 16, header16 & 255, header16 >> 8])
     ac = l_ac + p_ac + q_ac
     if has_alpha:
-        a_dc, a_ac, a_scale = _thumb_channel(alpha, 5, 5)
+        a_dc, a_ac, a_scale = _thumb_channel(sums.a, 5, 5)
         out.append(_round(15.0 * a_dc) | _round(15.0 * a_scale) << 4)
         ac += a_ac
     nibbles = [_round(15.0 * v) for v in ac] + ([0] if len(ac) % 2 else [])
@@ -199,15 +288,15 @@ def _thumbhash(seen: "_Seen") -> bytes:
     return bytes(out)
 
 
-def thumbhash(pixels: np.ndarray) -> str:
+def thumbhash(pixels) -> str:
     """``thumbhash_bytes`` as base64 (how APIs carry it)."""
     return base64.b64encode(thumbhash_bytes(pixels)).decode("ascii")
 
 
 # ---- BlurHash ---------------------------------------------------------------
 
-_S = np.arange(256, dtype=np.float64) / 255.0
-_SRGB_TO_LINEAR = np.where(_S <= 0.04045, _S / 12.92, ((_S + 0.055) / 1.055) ** 2.4)
+# sRGB (0..255) to linear, with Python's (libm's) pow, as the C path.
+_SRGB_TO_LINEAR = [s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4 for s in (v / 255.0 for v in range(256))]
 
 
 def _linear_to_srgb(v: float) -> int:
@@ -221,29 +310,24 @@ def _base83(value: int, length: int) -> str:
     return "".join(_BASE83[value // 83 ** (length - 1 - i) % 83] for i in range(length))
 
 
-def blurhash(pixels: np.ndarray, components: tuple[int, int] = BLURHASH_COMPONENTS) -> str:
-    """The BlurHash (``components`` x, y: 1 to 9 each) of a uint8 (h, w, 3|4) array of at most 100 x 100."""
+def blurhash(pixels, components: tuple[int, int] = BLURHASH_COMPONENTS) -> str:
+    """The BlurHash (``components`` x, y: 1 to 9 each) of an RGB/RGBA PIL image or uint8 (h, w, 3|4) array of at most 100 x 100."""
     cx, cy = components
     if not (1 <= cx <= 9 and 1 <= cy <= 9):
         raise ValueError(f"BlurHash components are 1 to 9 each, not {cx} x {cy}")
-    return _blurhash(_Seen(_check(pixels)), components)
+    return _blurhash(_Sums(_Source(pixels), components))
 
 
-def _blurhash(seen: "_Seen", components: tuple[int, int] = BLURHASH_COMPONENTS) -> str:
-    cx, cy = components
-    h, w = seen.height, seen.width
-    lin = _SRGB_TO_LINEAR[seen.srgb8]  # (h, w, 3)
-    fy, fx = _cosines(h, cy, False), _cosines(w, cx, False)
-    # factors[j, c, i] = norm / (w h) * the sum over the pixels of basis(i, j) * linear colour c
-    down = (fy @ lin.reshape(h, w * 3)).reshape(cy, w, 3).transpose(0, 2, 1)  # (cy, 3, w)
-    factors = down @ fx.T / (w * h)  # (cy, 3, cx)
-    factors[1:] *= 2.0
-    factors[0, :, 1:] *= 2.0
-    dc = factors[0, :, 0]
-    ac = factors.transpose(0, 2, 1).reshape(cy * cx, 3)[1:]  # row order of j, then i; without the DC
+def _blurhash(sums: _Sums) -> str:
+    cx, cy = sums.components
+    f = sums.factors  # [(j * 3 + c) * cx + i]
+    # Normalised as the reference: 1 for the DC, 2 for every other component; row order of j, then i.
+    comps = [[f[(j * 3 + c) * cx + i] * (1.0 if i == 0 and j == 0 else 2.0) for c in range(3)]
+             for j in range(cy) for i in range(cx)]
+    dc, ac = comps[0], comps[1:]
     out = _base83((cx - 1) + (cy - 1) * 9, 1)
-    if len(ac):
-        actual = float(np.abs(ac).max())
+    if ac:
+        actual = max(abs(v) for comp in ac for v in comp)
         quantised = int(max(0, min(82, math.floor(actual * 166 - 0.5))))
         maximum = (quantised + 1) / 166
         out += _base83(quantised, 1)
@@ -251,8 +335,11 @@ def _blurhash(seen: "_Seen", components: tuple[int, int] = BLURHASH_COMPONENTS) 
         maximum = 1.0
         out += _base83(0, 1)
     out += _base83((_linear_to_srgb(dc[0]) << 16) + (_linear_to_srgb(dc[1]) << 8) + _linear_to_srgb(dc[2]), 4)
-    v = ac / maximum
-    q = np.clip(np.floor(np.sign(v) * np.sqrt(np.abs(v)) * 9 + 9.5), 0, 18).astype(np.int64)
-    for value in (q[:, 0] * 19 * 19 + q[:, 1] * 19 + q[:, 2]).tolist():
-        out += _base83(value, 2)
+    for comp in ac:
+        q = [min(18, max(0, math.floor(_sign(v / maximum) * math.sqrt(abs(v / maximum)) * 9 + 9.5))) for v in comp]
+        out += _base83(q[0] * 19 * 19 + q[1] * 19 + q[2], 2)
     return out
+
+
+def _sign(v: float) -> float:
+    return 1.0 if v > 0 else -1.0 if v < 0 else 0.0

@@ -10,6 +10,11 @@
   (SENTINEL FAILOVER), ``kill_master()`` SIGKILLs the master and waits for
   the promotion, then starts the old master again (the sentinels make it a replica).
 
+``tls=TLSFiles(dir)`` runs either on TLS only (``--port 0 --tls-port``, client
+certificates asked for, replication and the cluster bus on TLS too), with a
+CA and certificates made by trustme; ``url`` is then ``rediss+...`` and
+``tls.cli_args`` the worker's ``--redis-ca/--redis-cert/--redis-key``.
+
 Every data node has the ACL user ``imgtool`` (imgtool.queue.acl's rules for
 the topology's prefix); ``url`` names it.  Used by the tests (conftest's
 fixtures) and by ``python -m bench.soak --topology``.
@@ -87,11 +92,39 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last})")
 
 
+class TLSFiles:
+    """A CA (trustme), a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+
+    def __init__(self, workdir: Path):
+        import trustme
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        self.ca, self.server, self.client = workdir / "ca.pem", workdir / "server.pem", workdir / "client.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(self.server))
+        ca.issue_cert("imgtool-worker").private_key_and_cert_chain_pem.write_to_path(str(self.client))
+
+    def server_args(self) -> list[str]:
+        """A node's TLS settings (its outgoing links, replication and sentinel's, use the same pair)."""
+        return ["--tls-cert-file", str(self.server), "--tls-key-file", str(self.server),
+                "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "yes", "--tls-replication", "yes"]
+
+    def client_kwargs(self) -> dict:
+        return dict(ssl=True, ssl_ca_certs=str(self.ca), ssl_certfile=str(self.client),
+                    ssl_keyfile=str(self.client))
+
+    @property
+    def cli_args(self) -> list[str]:
+        return ["--redis-ca", str(self.ca), "--redis-cert", str(self.client), "--redis-key", str(self.client)]
+
+
 class Node:
-    """One redis-server process (data node or sentinel) on a fixed port."""
+    """One redis-server process (data node or sentinel) on a fixed port (TLS only with ``tls``)."""
 
     def __init__(self, workdir: Path, args: list[str], port: int | None = None, conf: str | None = None,
-                 password: str | None = None):
+                 password: str | None = None, tls: TLSFiles | None = None):
+        self.tls = tls
         self.password = password  # the default user's, where the node asks for one (the sentinels)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +140,9 @@ class Node:
             if not path.exists():
                 path.write_text(self.conf)
             cmd += [str(path), "--sentinel"]
-        cmd += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+        ports = ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()] if self.tls else \
+            ["--port", str(self.port)]
+        cmd += [*ports, "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--logfile", str(self.dir / "redis.log"), "--daemonize", "no", *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -125,7 +160,7 @@ class Node:
 
     def client(self, **kw) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2,
-                           password=self.password, **kw)
+                           password=self.password, **(self.tls.client_kwargs() if self.tls else {}), **kw)
 
     @property
     def address(self) -> str:
@@ -147,19 +182,28 @@ def _data_args() -> list[str]:
 class Cluster:
     PREFIX = "{image}"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, tls: TLSFiles | None = None, replicas: bool = True):
+        """3 masters, each with a replica unless ``replicas`` is false; on TLS only with ``tls``."""
         args = _data_args() + ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
                                "--cluster-config-file", "nodes.conf"]
-        self.nodes = [Node(workdir / f"node{i}", args, port=free_cluster_port()) for i in range(6)]
+        if tls:
+            args += ["--tls-cluster", "yes"]
+        self.tls = tls
+        self.nodes = [Node(workdir / f"node{i}", args, port=free_cluster_port(), tls=tls)
+                      for i in range(6 if replicas else 3)]
+
+    @property
+    def _scheme(self) -> str:
+        return "rediss" if self.tls else "redis"
 
     @property
     def url(self) -> str:
-        """A redis+cluster:// URL as the ACL user, seeded with every node."""
+        """A redis+cluster:// URL (rediss+cluster:// on TLS) as the ACL user, seeded with every node."""
         hosts = ",".join(n.address for n in self.nodes)
-        return f"redis+cluster://{ACL_USER}:{ACL_PASSWORD}@{hosts}"
+        return f"{self._scheme}+cluster://{ACL_USER}:{ACL_PASSWORD}@{hosts}"
 
     def plain_url(self, node: Node) -> str:
-        return f"redis://{ACL_USER}:{ACL_PASSWORD}@{node.address}/0"
+        return f"{self._scheme}://{ACL_USER}:{ACL_PASSWORD}@{node.address}/0"
 
     def start(self) -> "Cluster":
         for n in self.nodes:
@@ -172,7 +216,8 @@ class Cluster:
         first = masters[0].client()
         for n in self.nodes[1:]:
             first.execute_command("CLUSTER", "MEET", "127.0.0.1", n.port)
-        _wait(lambda: all(len(self._nodes_of(n)) == 6 for n in self.nodes), FORM_TIMEOUT, "every node to know all six")
+        _wait(lambda: all(len(self._nodes_of(n)) == len(self.nodes) for n in self.nodes), FORM_TIMEOUT,
+              "every node to know all the others")
         for m, rep in zip(masters, replicas):
             master_id = m.client().execute_command("CLUSTER", "MYID").decode()
             _wait(lambda: rep.client().execute_command("CLUSTER", "REPLICATE", master_id), FORM_TIMEOUT,
@@ -190,7 +235,7 @@ class Cluster:
         return [line.split() for line in text.splitlines() if line.strip()]
 
     def wait_healthy(self) -> None:
-        """Every node says ok, three masters own all slots, three replicas are in sync."""
+        """Every node says ok, three masters own all slots, the replicas are in sync."""
         def healthy():
             for n in self.nodes:
                 info = n.client().execute_command("CLUSTER", "INFO").decode()
@@ -245,7 +290,7 @@ class Cluster:
         from redis.cluster import ClusterNode
 
         return redis.RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes],
-                                  socket_timeout=5)
+                                  socket_timeout=5, **(self.tls.client_kwargs() if self.tls else {}))
 
     def migrate_slot(self, dest: Node, between_keys=None) -> None:
         """Move the queue's slot from its owner to ``dest``, key by key, while clients run.
@@ -319,25 +364,27 @@ class SentinelSet:
     # apart from the master's user and password.
     SENTINEL_PASSWORD = "sentinel-test-pw"
 
-    def __init__(self, workdir: Path):
-        self.data = [Node(workdir / "master", _data_args()), Node(workdir / "replica", _data_args())]
+    def __init__(self, workdir: Path, tls: TLSFiles | None = None, sentinels: int = 3):
+        """A master, a replica and ``sentinels`` sentinels; on TLS only with ``tls``."""
+        self.tls = tls
+        self.data = [Node(workdir / "master", _data_args(), tls=tls), Node(workdir / "replica", _data_args(), tls=tls)]
         self.sentinels = []
-        for i in range(3):
+        for i in range(sentinels):
             port = free_port()
             conf = (f"port {port}\nbind 127.0.0.1\n"
-                    f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.data[0].port} 2\n"
+                    f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.data[0].port} {min(2, sentinels)}\n"
                     f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
                     f"sentinel failover-timeout {MASTER_NAME} 10000\n"
                     f"sentinel parallel-syncs {MASTER_NAME} 1\n"
                     f"requirepass {self.SENTINEL_PASSWORD}\n"
                     f"sentinel sentinel-pass {self.SENTINEL_PASSWORD}\n")
             self.sentinels.append(Node(workdir / f"sentinel{i}", [], port=port, conf=conf,
-                                       password=self.SENTINEL_PASSWORD))
+                                       password=self.SENTINEL_PASSWORD, tls=tls))
 
     @property
     def url(self) -> str:
         hosts = ",".join(s.address for s in self.sentinels)
-        return (f"redis+sentinel://{ACL_USER}:{ACL_PASSWORD}@{hosts}/{MASTER_NAME}/0"
+        return (f"{'rediss' if self.tls else 'redis'}+sentinel://{ACL_USER}:{ACL_PASSWORD}@{hosts}/{MASTER_NAME}/0"
                 f"?sentinel_password={self.SENTINEL_PASSWORD}")
 
     # Replication and the sentinels use the default user (no password); the
@@ -384,7 +431,7 @@ class SentinelSet:
             for s in self.sentinels:
                 c = s.client()
                 ports.add(int(c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)[1]))
-                if len(c.execute_command("SENTINEL", "SENTINELS", MASTER_NAME)) != 2:
+                if len(c.execute_command("SENTINEL", "SENTINELS", MASTER_NAME)) != len(self.sentinels) - 1:
                     return False
                 reps = [_fields(r) for r in c.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)]
                 ok = [r for r in reps if "s_down" not in str(r.get("flags", ""))

@@ -251,9 +251,9 @@ def test_placeholders_come_from_the_thumbnail_without_a_decode_of_their_own(tmp_
     img = imagegen.photo(1200, 900, seed=5)
     Image.fromarray(img).save(tmp_path / "p.png")
     decodes, sources = [], []
-    real_decode, real_source = imageio.Opened.decode, module.placeholder_source
+    real_decode, real_source = imageio.Opened.decode, module.source_image
     monkeypatch.setattr(imageio.Opened, "decode", lambda self: decodes.append(1) or real_decode(self))
-    monkeypatch.setattr(module, "placeholder_source", lambda im: sources.append(im.size) or real_source(im))
+    monkeypatch.setattr(module, "source_image", lambda im: sources.append(im.size) or real_source(im))
     pipe = Pipeline(Settings(ops=("thumbnail", "blur"), thumb_width=(640, 16, 256)), backend="cpu", jobs=1)
     try:
         result = pipe.process(Task(tmp_path / "p.png", tmp_path / "out"))
@@ -264,3 +264,202 @@ def test_placeholders_come_from_the_thumbnail_without_a_decode_of_their_own(tmp_
     assert result.placeholders == placeholders(placeholder_source(Image.fromarray(img).resize(
         (256, 192), Image.Resampling.LANCZOS, reducing_gap=3.0)))
     assert imageio.probe(tmp_path / "out" / "p_thumbnail-16.webp", 1 << 30).width == 16
+
+
+# ---- the C sums (_cpufast) against the numpy ones --------------------------------
+#
+# Both paths compute the same sums in the same order in double precision, but
+# numpy's matrix products go through BLAS, which adds in an order (and with
+# fused multiply-adds) of its own: the sums can differ in their last bits.  A
+# string can then differ only where a value lies on a quantisation boundary to
+# within those bits (a flat colour whose exact average is k + 0.5 steps, as
+# (200, 30, 90) below): by at most one step of that value.  Real images (the
+# corpus' thumbnails, noise, generated photos) give identical strings.
+
+import os  # noqa: E402
+
+from helpers import on_ci  # noqa: E402
+from imgtool import placeholders as module  # noqa: E402
+
+CORPUS = Path(os.environ["IMGTOOL_CORPUS"]) if os.environ.get("IMGTOOL_CORPUS") else (
+    Path(__file__).resolve().parents[2] / "shared" / "corpus")
+PHOTOS = CORPUS / "photos" if (CORPUS / "photos").is_dir() else CORPUS
+
+
+def _need_c():
+    if module._cpufast is None and on_ci():
+        pytest.fail("imgtool.backends._cpufast was not built")
+    if module._cpufast is None:
+        pytest.skip("built without a C compiler: the numpy path is the only one")
+
+
+def _both(src):
+    """((thumbhash, blurhash) from the C sums, the same from the numpy sums), and the two _Sums."""
+    source = module._Source(src)
+    out = []
+    for fast in (True, False):
+        sums = module._Sums(source, fast=fast)
+        out.append(((base64.b64encode(module._thumbhash(sums)).decode("ascii"), module._blurhash(sums)), sums))
+    return out
+
+
+def _thumbhash_fields(text: str) -> tuple[tuple, list[int]]:
+    """(the layout: alpha, landscape, grid side, length; the quantised values) of a ThumbHash, per the format."""
+    b = base64.b64decode(text)
+    h24, h16 = b[0] | b[1] << 8 | b[2] << 16, b[3] | b[4] << 8
+    values = [h24 & 63, h24 >> 6 & 63, h24 >> 12 & 63, h24 >> 18 & 31, h16 >> 3 & 63, h16 >> 9 & 63]
+    alpha = h24 >> 23
+    rest = b[5:]
+    if alpha:
+        values += [rest[0] & 15, rest[0] >> 4]
+        rest = rest[1:]
+    for byte in rest:
+        values += [byte & 15, byte >> 4]
+    return (alpha, h16 >> 15, h16 & 7, len(b)), values
+
+
+def _blurhash_fields(text: str) -> tuple[tuple, list[int]]:
+    """(the layout: size flag, length; the quantised values: maximum, DC r g b, each AC's three) of a BlurHash."""
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
+
+    def b83(s):
+        v = 0
+        for ch in s:
+            v = v * 83 + digits.index(ch)
+        return v
+
+    dc = b83(text[2:6])
+    values = [b83(text[1]), dc >> 16, dc >> 8 & 255, dc & 255]
+    for i in range(6, len(text), 2):
+        v = b83(text[i:i + 2])
+        values += [v // 361, v // 19 % 19, v % 19]
+    return (text[0], len(text)), values
+
+
+def _within_one_step(c: tuple[str, str], n: tuple[str, str]):
+    for fields, text_c, text_n in ((_thumbhash_fields, c[0], n[0]), (_blurhash_fields, c[1], n[1])):
+        (layout_c, vc), (layout_n, vn) = fields(text_c), fields(text_n)
+        assert layout_c == layout_n, (c, n)
+        assert max(abs(x - y) for x, y in zip(vc, vn)) <= 1, (c, n)
+
+
+def _sums_close(sc, sn):
+    assert sc.has_alpha == sn.has_alpha and (sc.lx, sc.ly) == (sn.lx, sn.ly)
+    for name in ("l", "p", "q", "a", "factors"):
+        a, b = getattr(sc, name), getattr(sn, name)
+        if a is None or b is None:
+            assert a is b is None, name
+        else:
+            assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) <= 1e-12, name
+
+
+def test_the_c_extension_has_the_placeholders_sums():
+    _need_c()
+
+
+def _thumb(path: Path) -> Image.Image:
+    from PIL import ImageOps
+
+    with Image.open(path) as src:
+        im = ImageOps.exif_transpose(src).convert("RGB")
+    w, h = im.size
+    return im.resize((256, max(1, round(h * 256 / w))), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+@pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"the corpus is not here ({PHOTOS})")
+def test_c_and_numpy_give_the_same_strings_on_the_corpus_thumbnails():
+    _need_c()
+    photos = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert photos
+    for path in photos:
+        src = module.source_image(_thumb(path))
+        (c, sc), (n, sn) = _both(src)
+        _sums_close(sc, sn)
+        assert c == n, path.name
+        assert module.placeholders(src) == {"thumbhash": c[0], "blurhash": c[1]}  # the normal path is the C one
+        assert module.placeholders(np.asarray(src)) == module.placeholders(src)  # an array or the image
+
+
+def _random(w, h, c, seed):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+def _generated():
+    """name -> uint8 array: noise, photos, flat colours, alpha, 1 x N, N x 1, 100 x 100, odd sizes."""
+    out = {}
+    sizes = [(100, 100), (1, 1), (1, 37), (37, 1), (1, 100), (100, 1), (2, 3), (37, 91), (99, 13), (64, 48),
+             (100, 75), (75, 100), (51, 100)]
+    for w, h in sizes:
+        for c in (3, 4):
+            out[f"random {w}x{h}x{c}"] = _random(w, h, c, seed=w * 1000 + h * 10 + c)
+            out[f"flat {w}x{h}x{c}"] = solid(w, h, (31, 140, 222, 255)[:c])
+        out[f"flat boundary {w}x{h}"] = solid(w, h, (200, 30, 90))  # ThumbHash's Q average: 52.5 steps exactly
+        a = _random(w, h, 4, seed=w + h)
+        a[..., 3] = np.where(a[..., 3] > 128, 255, a[..., 3] // 2)  # partly transparent
+        out[f"alpha {w}x{h}"] = a
+        out[f"clear {w}x{h}"] = solid(w, h, (10, 200, 30, 0))  # nothing seen: alpha's sum 0
+        out[f"flat half {w}x{h}"] = solid(w, h, (10, 200, 30, 128))
+    for w, h in [(100, 75), (61, 100), (100, 17)]:
+        out[f"photo {w}x{h}"] = imagegen.photo(w, h, seed=w + h)
+    return out
+
+
+GENERATED = _generated()
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_c_and_numpy_agree_on_generated_images(name):
+    _need_c()
+    img = GENERATED[name]
+    (c, sc), (n, sn) = _both(img)
+    _sums_close(sc, sn)
+    if name.startswith(("random", "photo", "alpha")):
+        assert c == n  # real content: no value on a boundary
+    else:
+        _within_one_step(c, n)  # flat colours can sit exactly on a boundary: one step at most
+    assert module.placeholders(img) == {"thumbhash": c[0], "blurhash": c[1]}
+
+
+def test_flat_channels_store_no_rounding_noise():
+    """A flat image's AC coefficients are 0 (not its sums' rounding noise scaled up): the scales and nibbles 0, on either path."""
+    for fast in (True, False):
+        sums = module._Sums(module._Source(solid(37, 91, (31, 140, 222))), fast=fast)
+        _, values = _thumbhash_fields(base64.b64encode(module._thumbhash(sums)).decode("ascii"))
+        assert values[3] == values[4] == values[5] == 0  # L, P, Q scales
+        assert set(values[6:]) <= {0}  # no scale: the coefficients are stored as 0
+
+
+def test_a_process_run_on_a_jpeg_does_not_import_numpy(tmp_path):
+    """numpy costs more start-up than a small image takes: with the C sums, a run never imports it."""
+    import subprocess
+    import sys
+
+    _need_c()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(SAMPLE.read_bytes())
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "imgtool", "process", str(folder), "-o",
+                        str(tmp_path / "out"), "--force", "--backend", "cpu", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "placeholders" in r.stdout  # the hashes were made
+    imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+    assert "imgtool.placeholders" in imported
+    assert not [m for m in imported if m == "numpy" or m.startswith("numpy.")]
+
+
+def test_the_c_sums_refuse_what_they_cannot_read():
+    _need_c()
+    sums = module._cpufast.placeholder_sums
+    grids = ((7, 5), (5, 4), (4, 3))
+    assert sums(bytes(12), 2, 2, 3, *grids)[0] is False
+    for args in [(bytes(11), 2, 2, 3), (bytes(16), 2, 2, 3), (bytes(101 * 3), 101, 1, 3), (bytes(0), 0, 1, 3),
+                 (bytes(8), 2, 2, 2)]:
+        with pytest.raises(ValueError):
+            sums(*args, *grids)
+    with pytest.raises(ValueError):
+        sums(bytes(12), 2, 2, 3, (7, 5), (5, 4), (10, 3))
+    with pytest.raises(TypeError):
+        sums("not bytes", 2, 2, 3, *grids)
+    with pytest.raises(ValueError):
+        module.placeholders(Image.new("L", (4, 4)))  # the encoders read RGB or RGBA; source_image converts

@@ -1184,6 +1184,180 @@ end:
     return rc;
 }
 
+/* ---- placeholders' sums (imgtool/placeholders.py) ---------------------------
+ *
+ * The per-pixel part of ThumbHash and BlurHash: the colours in 0..1 (atop
+ * their alpha-weighted average where some alpha is below 255), ThumbHash's
+ * L, P, Q (and A) channels and BlurHash's linear colours, and their cosine
+ * sums, in double precision and in the order of the numpy path's products:
+ * first down the rows (cos over y times the channel), then along them, each
+ * sum in ascending index, divided by w * h at the end.  The quantisation is
+ * in Python. */
+
+#define PH_MAX 100
+
+/* out[k * n + i] = cos(pi / n * k * (i + half)), as the numpy path's table (libm's cos). */
+static void ph_cosines(int n, int count, double half, double *out) {
+    for (int k = 0; k < count; k++)
+        for (int i = 0; i < n; i++)
+            out[k * n + i] = cos(M_PI / n * (double)k * ((double)i + half));
+}
+
+/* out[cy * nx + cx] = sum_x (sum_y fy[cy][y] x[y][x]) fx[cx][x] / (w * h); x[y][x] at x[(y * w + x) * stride];
+ * fy, fx: ph_cosines(h, ny) and ph_cosines(w, nx). */
+static void ph_project(const double *x, int stride, int w, int h, int nx, int ny, const double *fy, const double *fx,
+                       double *out) {
+    double down[PH_MAX];
+    double area = (double)w * (double)h;
+    for (int cy = 0; cy < ny; cy++) {
+        /* Each column's sum in ascending y, the columns side by side (independent: they pipeline). */
+        for (int i = 0; i < w; i++)
+            down[i] = 0.0;
+        for (int y = 0; y < h; y++) {
+            double k = fy[cy * h + y];
+            const double *row = x + (Py_ssize_t)y * w * stride;
+            for (int i = 0; i < w; i++)
+                down[i] += k * row[i * stride];
+        }
+        for (int cx = 0; cx < nx; cx++) {
+            double s = 0.0;
+            for (int i = 0; i < w; i++)
+                s += down[i] * fx[cx * w + i];
+            out[cy * nx + cx] = s / area;
+        }
+    }
+}
+
+static PyObject *ph_list(const double *v, int n) {
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *f = PyFloat_FromDouble(v[i]);
+        if (f == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, f);
+    }
+    return list;
+}
+
+static PyObject *py_placeholder_sums(PyObject *self, PyObject *args) {
+    Py_buffer src;
+    int w, h, c, lx, ly, lxa, lya, bx, by;
+    if (!PyArg_ParseTuple(args, "y*iii(ii)(ii)(ii)", &src, &w, &h, &c, &lx, &ly, &lxa, &lya, &bx, &by))
+        return NULL;
+    if (w < 1 || h < 1 || w > PH_MAX || h > PH_MAX || (c != 3 && c != 4) || lx < 1 || ly < 1 || lx > 9 || ly > 9
+        || lxa < 1 || lya < 1 || lxa > 9 || lya > 9 || bx < 1 || by < 1 || bx > 9 || by > 9) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "placeholder_sums: 1 to 100 pixels a side, 3 or 4 channels, grids 1 to 9");
+        return NULL;
+    }
+    Py_ssize_t n = (Py_ssize_t)w * h;
+    if (src.len != n * c) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "placeholder_sums: the buffer is not width * height * channels bytes");
+        return NULL;
+    }
+    double *mem = PyMem_Malloc(sizeof(double) * (size_t)n * 11);
+    if (mem == NULL) {
+        PyBuffer_Release(&src);
+        return PyErr_NoMemory();
+    }
+    double *rgb = mem, *lin = mem + 3 * n, *chan = mem + 6 * n;  /* chan: L, P, Q, A */
+    double l[81], p[9], q[9], a[25], f[81 * 3], table[256];
+    const uint8_t *px = src.buf;
+    int has_alpha = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long long alpha_sum = 0;
+    if (c == 4)
+        for (Py_ssize_t i = 0; i < n; i++)
+            alpha_sum += px[i * 4 + 3];
+    has_alpha = c == 4 && alpha_sum < 255LL * n;
+    if (has_alpha) {
+        /* weighted = alpha / 255 * value with alpha = a / 255; the average over alpha's (exact) sum. */
+        double total = (double)alpha_sum / 255.0, sum[3] = {0.0, 0.0, 0.0}, avg[3] = {0.0, 0.0, 0.0};
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double alpha = px[i * 4 + 3] / 255.0, k = alpha / 255.0;
+            chan[3 * n + i] = alpha;
+            for (int ch = 0; ch < 3; ch++) {
+                rgb[i * 3 + ch] = k * (double)px[i * 4 + ch];
+                sum[ch] += rgb[i * 3 + ch];
+            }
+        }
+        if (total > 0)
+            for (int ch = 0; ch < 3; ch++)
+                avg[ch] = sum[ch] / total;
+        for (Py_ssize_t i = 0; i < n; i++)
+            for (int ch = 0; ch < 3; ch++)
+                rgb[i * 3 + ch] = avg[ch] * (1.0 - chan[3 * n + i]) + rgb[i * 3 + ch];
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            for (int ch = 0; ch < 3; ch++)
+                rgb[i * 3 + ch] = px[i * c + ch] / 255.0;
+    }
+    for (int v = 0; v < 256; v++) {
+        double s = v / 255.0;
+        table[v] = s <= 0.04045 ? s / 12.92 : pow((s + 0.055) / 1.055, 2.4);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double r = rgb[i * 3], g = rgb[i * 3 + 1], b = rgb[i * 3 + 2];
+        chan[i] = (r + g + b) / 3.0;
+        chan[n + i] = (r + g) / 2.0 - b;
+        chan[2 * n + i] = r - g;
+        for (int ch = 0; ch < 3; ch++) {
+            int v;
+            if (has_alpha) {
+                double e = floor(rgb[i * 3 + ch] * 255.0 + 0.5);
+                v = e < 0 ? 0 : e > 255 ? 255 : (int)e;
+            } else {
+                v = px[i * c + ch];
+            }
+            lin[i * 3 + ch] = table[v];
+        }
+    }
+    if (has_alpha) {
+        lx = lxa;
+        ly = lya;
+    }
+    /* ThumbHash's cosines once, for the most terms a channel takes: a table of k terms is the first k rows. */
+    int most = lx > ly ? lx : ly;
+    most = most > 5 ? most : 5;
+    double cy_half[9 * PH_MAX], cx_half[9 * PH_MAX], cy_whole[9 * PH_MAX], cx_whole[9 * PH_MAX];
+    ph_cosines(h, most, 0.5, cy_half);
+    ph_cosines(w, most, 0.5, cx_half);
+    ph_cosines(h, by, 0.0, cy_whole);
+    ph_cosines(w, bx, 0.0, cx_whole);
+    ph_project(chan, 1, w, h, lx, ly, cy_half, cx_half, l);
+    ph_project(chan + n, 1, w, h, 3, 3, cy_half, cx_half, p);
+    ph_project(chan + 2 * n, 1, w, h, 3, 3, cy_half, cx_half, q);
+    if (has_alpha)
+        ph_project(chan + 3 * n, 1, w, h, 5, 5, cy_half, cx_half, a);
+    /* f[(cy * 3 + ch) * bx + cx]: the numpy path's (cy, 3, cx) factors. */
+    for (int ch = 0; ch < 3; ch++) {
+        double one[81];
+        ph_project(lin + ch, 3, w, h, bx, by, cy_whole, cx_whole, one);
+        for (int cy = 0; cy < by; cy++)
+            for (int cx = 0; cx < bx; cx++)
+                f[(cy * 3 + ch) * bx + cx] = one[cy * bx + cx];
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(mem);
+    PyBuffer_Release(&src);
+    PyObject *ls = ph_list(l, lx * ly), *ps = ph_list(p, 9), *qs = ph_list(q, 9);
+    PyObject *as = has_alpha ? ph_list(a, 25) : (Py_INCREF(Py_None), Py_None), *fs = ph_list(f, bx * by * 3);
+    PyObject *out = NULL;
+    if (ls && ps && qs && as && fs)
+        out = Py_BuildValue("(OOOOOO)", has_alpha ? Py_True : Py_False, ls, ps, qs, as, fs);
+    Py_XDECREF(ls);
+    Py_XDECREF(ps);
+    Py_XDECREF(qs);
+    Py_XDECREF(as);
+    Py_XDECREF(fs);
+    return out;
+}
+
 static PyObject *py_simd(PyObject *self, PyObject *noargs) {
     return PyBool_FromLong(use_sse41());
 }
@@ -1256,6 +1430,11 @@ static PyMethodDef methods[] = {
      "boxes(src, dst, width, height, channels, params): dst None returns new bytes.  The Gaussian as a cascade of\n"
      "extended boxes (boxblur.py): params an int32 buffer of rows (r, W, A), rows then columns, clamped edges,\n"
      "premultiplied alpha, integer arithmetic (the numpy path and kernels/boxblur.cu give the same bytes)."},
+    {"placeholder_sums", py_placeholder_sums, METH_VARARGS,
+     "placeholder_sums(src, width, height, channels, (lx, ly), (lx_alpha, ly_alpha), (bx, by)) -> (has_alpha, L, P, Q,\n"
+     "A or None, factors): the cosine sums of imgtool.placeholders (ThumbHash's channels on an ly x lx grid, or the\n"
+     "alpha one where some alpha is below 255, P and Q 3 x 3, A 5 x 5; BlurHash's by x 3 x bx), each / (w * h),\n"
+     "as lists of floats; src holds width * height * channels bytes (straight RGB/RGBA), at most 100 a side."},
     {NULL, NULL, 0, NULL},
 };
 

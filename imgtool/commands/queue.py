@@ -16,7 +16,7 @@ from ..errors import ImgtoolError
 from .. import ops
 from ..ops import Settings, job_id_for
 from ..queue import defaults as D
-from ..queue.connection import TLS, RedisSetupError, check_prefix, connect, parse_target, resolve_url
+from ..queue.connection import REDIS_ERRORS, TLS, RedisSetupError, check_prefix, connect, parse_target, resolve_url
 from ..queue.jobs import JOB_ID_RE, AllowRoots, dumps, now_ms
 from ..queue.health import classify
 from ..queue.keys import Keys
@@ -276,7 +276,7 @@ def enqueue(paths, target, keys, operations, output_dir, options, dry_run):
         client, _ = _connect(target, keys)
         for i in range(0, len(payloads), D.ENQUEUE_BATCH):
             client.rpush(keys.jobs, *payloads[i:i + D.ENQUEUE_BATCH])
-    except redis.exceptions.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise click.ClickException(classify(exc, target)[1]) from None
     log.info("enqueue: pushed %d job(s) to %s", len(payloads), keys.jobs)
     return Outcome.FAILURES if skipped else Outcome.OK
@@ -296,7 +296,7 @@ def status(target, keys, as_json):
         lengths = proto.lengths()
         scheduled = proto.scheduled_retries()
         workers = proto.workers()
-    except redis.exceptions.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise click.ClickException(classify(exc, target)[1]) from None
     now = time.time() * 1000
     rows = [{

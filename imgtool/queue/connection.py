@@ -45,6 +45,10 @@ log = logging.getLogger("imgtool")
 # What "Redis is unreachable" looks like from redis-py: refused or reset
 # connections, timeouts, a Redis still loading its AOF after a restart
 # (BusyLoadingError is a ConnectionError) and a replica after a failover.
+# Every error of redis-py's: RedisClusterException (a cluster no seed of which can be
+# reached, with its reasons) is no RedisError.
+REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+
 CONNECTION_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,

@@ -70,6 +70,10 @@ def classify(exc: BaseException, target: Target | None = None) -> tuple[str, str
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)) and not isinstance(
             exc, redis.exceptions.BusyLoadingError):
         return UNREACHABLE, f"cannot reach Redis at {where}: unreachable ({text})"
+    if isinstance(exc, redis.exceptions.RedisClusterException) and "CANNOT BE CONNECTED" in upper:
+        hint = ("; check --redis-ca, --redis-cert and --redis-key if the nodes refused the TLS handshake"
+                if target is not None and target.ssl else "")
+        return UNREACHABLE, f"cannot reach Redis at {where}: unreachable (no seed node answered: {text}{hint})"
     if isinstance(exc, redis.exceptions.ClusterError) and "TTL" in upper:
         return REDIRECT, f"Redis Cluster at {where}: too many redirects, the client could not follow them ({text})"
     return FAILING, f"Redis at {where} answered with an error ({text})"
@@ -85,7 +89,10 @@ def _no_master(text: str, target: Target | None, where: str) -> tuple[str, str]:
         return AUTH, (f"the sentinels of {where} refused their password (give it as "
                       f"?sentinel_password=..., apart from the master's)")
     if kinds and all(k == "network" for k in kinds):
-        return UNREACHABLE, f"cannot reach Redis at {where}: unreachable (no sentinel answered)"
+        # redis-py keeps only the kind of each sentinel's error, not why: on TLS, say what to check.
+        why = ("; check --redis-ca, --redis-cert and --redis-key: the sentinels may have refused "
+               "the TLS handshake") if target is not None and target.ssl else ""
+        return UNREACHABLE, f"cannot reach Redis at {where}: unreachable (no sentinel answered{why})"
     why = ", ".join(sorted(set(kinds))) if kinds else "none of them knows it"
     return UNREACHABLE, (f"cannot reach Redis at {where}: unreachable (no sentinel named a master "
                          f"for {name!r}: {why})")

@@ -28,8 +28,8 @@ from ..errors import ImgtoolError
 from ..ops import Settings
 from ..pipeline import Interrupted, Pipeline, Signals, Task
 from . import jobs as jobs_mod
-from .connection import (CONNECTION_ERRORS, Target, backoff_delay, check_prefix, connect, follow_master,
-                         parse_target)
+from .connection import (CONNECTION_ERRORS, REDIS_ERRORS, Target, backoff_delay, check_prefix, connect,
+                         follow_master, parse_target)
 from .defaults import (
     DEFAULT_DONE_CAP,
     DEFAULT_DRAIN_TIMEOUT,
@@ -193,7 +193,7 @@ class Worker:
                 self._beat()
                 self.health.ok("take")
                 return True
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.health.failed(exc, "take")
             self.health.pause(attempt, self._draining)
             attempt += 1
@@ -235,7 +235,7 @@ class Worker:
                 taken_at = time.time()
                 self.health.ok("take")
                 attempt = 0
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 # Unreachable, refused, redirected, TRYAGAIN during a reshard, a
                 # failover under way: health names it (once) and /healthz tells.
                 self.health.failed(exc, "take")
@@ -370,7 +370,7 @@ class Worker:
                     log.info("queue: a job finished here was already put back by another worker; "
                              "its other run records it")
                 return done or unsure
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.health.failed(exc, "record")
                 # A lost reply (or a WAIT that failed after the script ran) may
                 # hide a recorded result: a later "not in flight" is then ours.
@@ -417,7 +417,7 @@ class Worker:
                         next_sweep = now + RETRY_SWEEP_INTERVAL
                 self.health.ok("housekeeping")
                 attempt = 0
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.health.failed(exc, "housekeeping")
                 self.health.pause(attempt, self._hk_stop)
                 attempt += 1
@@ -481,7 +481,7 @@ class Worker:
                 if n:
                     log.info("queue: put %d unfinished job(s) back on %s", n, self.keys.jobs)
                 break
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 if time.monotonic() >= deadline or (self._signals is not None and self._signals.count > 2):
                     log.warning("queue: cannot reach Redis to put unfinished jobs back (%s); they stay "
                                 "in %s until another worker recovers them", exc, self.keys.inflight(self.id))
