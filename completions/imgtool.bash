@@ -49,8 +49,11 @@ _imgtool_complete() {
                 --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --allow-root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -j --jobs -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -j --jobs --job-timeout --max-memory --allow-root -f --force -n --dry-run --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         queue)
@@ -83,11 +86,13 @@ _imgtool_complete() {
                 --avif-speed) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --effort) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-pixels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --s3-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --redis-ca --redis-cert --redis-key -w -j --workers --jobs --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --min-replicas-ack --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--redis --prefix --redis-ca --redis-cert --redis-key -w -j --workers --jobs --max-retries --allow-root --drain-timeout --metrics-port --metrics-host --heartbeat-ttl --max-recoveries --retry-base --retry-cap --done-cap --min-replicas-ack --ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --job-timeout --max-memory --s3-endpoint --max-input-bytes --video-timeout -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
         status)
@@ -118,10 +123,12 @@ _imgtool_complete() {
                 --max-input-bytes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --video-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -j|--jobs) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --job-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-memory) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --poll-interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --settle) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -j --jobs --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
+            if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--ops --backend --thumb-width --blur-sigma --thumb-quality --blur-quality --lq-quality --format --avif-speed --effort --lossless --max-pixels --s3-endpoint --max-input-bytes --video-timeout -j --jobs --job-timeout --max-memory --polling --poll-interval --settle --no-initial-scan --json -q --quiet -v --verbose" -- "$cur"))
             else COMPREPLY=($(compgen -f -- "$cur")); fi
             return ;;
     esac

@@ -58,6 +58,9 @@ _imgtool() {
                 '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
+                '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
+                '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
+                '--allow-root[Only read and write under DIR, after resolving symlinks, opening every file from DIR by folder handle (repeatable; for untrusted trees) \[default\: $IMGTOOL_ALLOW_ROOTS\].]:dir:_files -/' \
                 '(-f --force)'{-f,--force}'[Redo inputs whose outputs are already up to date.]' \
                 '(-n --dry-run)'{-n,--dry-run}'[Say what would be done; write nothing.]' \
                 '--json[One JSON line per input on stdout.]' \
@@ -96,6 +99,8 @@ _imgtool() {
                 '--effort[WebP encoder effort (libwebp method)\: 0 fastest, 6 smallest.]:value:' \
                 '--lossless[Write lossless WebP (outputs hold the exact computed pixels).]' \
                 '--max-pixels[Reject inputs whose header claims more pixels than this.]:value:' \
+                '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
+                '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
                 '--s3-endpoint[S3 endpoint of s3\:// locations (MinIO, Ceph, SeaweedFS...) \[default\: $AWS_ENDPOINT_URL, the AWS profile, else AWS\].]:value:' \
                 '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
@@ -131,6 +136,8 @@ _imgtool() {
                 '--max-input-bytes[Refuse s3\:// objects larger than this before fetching them (their size from HEAD)\: they are read into memory.]:value:' \
                 '--video-timeout[Seconds a video'\''s frame may take to decode; longer is a permanent error.]:value:' \
                 '(-j --jobs)'{-j,--jobs}'[Images processed at once \[default\: the number of CPU cores\].]:value:' \
+                '--job-timeout[Fail an image that takes longer than this (error timeout, not retried); 0\: no limit.]:value:' \
+                '--max-memory[Memory the images in work may take together (by decoded size); an image waits until it fits. auto\: 50% of the memory available (cgroup limit included).]:value:' \
                 '--polling[Poll the folder instead of using kernel events (network filesystems).]' \
                 '--poll-interval[Seconds between two looks at the folder with --polling.]:value:' \
                 '--settle[Seconds a file must stay unchanged after its last write (inotify\: after its last close) before it is processed; with --polling, at least the poll interval.]:value:' \

@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .commands import Outcome
 from .errors import ImgtoolError
+from .textsafe import printable
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -22,6 +23,11 @@ log = logging.getLogger("imgtool")
 
 
 class _Formatter(logging.Formatter):
+    def formatMessage(self, record):
+        # File names and job fields are the sender's: one log line stays one line.
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
     def format(self, record):
         msg = super().format(record)
         if record.levelno >= logging.ERROR:
@@ -155,7 +161,7 @@ def main(argv=None) -> None:
     except ImgtoolError as exc:
         if _verbosity.level > 0:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {printable(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

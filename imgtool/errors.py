@@ -91,6 +91,12 @@ class ResourceExhausted(RetryableError):
     code = "resource_exhausted"
 
 
+class JobTimeout(PermanentError):
+    """The image took longer than its time budget (--job-timeout); the same file would again."""
+
+    code = "timeout"
+
+
 class BackendUnavailable(PermanentError):
     """The requested backend cannot run on this machine (a usage problem)."""
 

@@ -8,6 +8,7 @@ drains, second aborts); ``Pipeline.map`` feeds a pool from an iterable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -19,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 from . import imageio, storage
 from .backends import Backend, get_backend
-from .errors import ImgtoolError, ResourceExhausted
+from .errors import ImgtoolError, JobTimeout, ResourceExhausted
 from . import ops
 from .ops import Settings, job_id_for
 from .pixels import Scratch
@@ -56,6 +57,9 @@ class Task:
     out_dir: Location
     job_id: str | None = None
     settings: Settings | None = None
+    # Allowed roots (as their stores' root() gave them): src and out_dir are confined to them
+    # when the task runs, and opened from them by handle (process --allow-root).
+    roots: tuple = ()
 
     def __post_init__(self):
         self.src = storage.location(self.src)
@@ -111,12 +115,15 @@ class Pipeline:
         settings: Settings,
         backend: str | Backend = "auto",
         jobs: int | None = None,
+        *,
+        job_timeout: float | None = None,
+        max_memory: int | None = None,
     ):
         self.settings = settings
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.backend.check(settings.ops)
         self.jobs = max(1, jobs or default_jobs())
-        self.pool = Pool(self.jobs)
+        self.pool = Pool(self.jobs, time_budget=job_timeout, memory_budget=max_memory)
         # Set when the pool aborts: every step checks it.
         self.stop_event = self.pool.stop_event
         # Counts the writes in progress (several at once: uploads overlap), so
@@ -173,7 +180,19 @@ class Pipeline:
         Without ``force`` only the outputs that are not up to date are made
         (a changed ``--thumb-width`` redoes the thumbnail alone); the result
         lists the others too.  Nothing stale: "skipped".
+
+        Under a time budget (``job_timeout``) the work runs in a thread of its
+        own that this one watches (see ``timed``): past the budget the task is
+        failed as ``timeout`` here and now, whatever step it is stuck in.
         """
+        running = current_task()
+        if running is not None and running.pool.time_budget is not None:
+            from .timed import run_timed
+
+            return run_timed(self, running, task, force)
+        return self._process(task, force)
+
+    def _process(self, task: Task, force: bool = True) -> Result:
         start = time.perf_counter()
         redo = None
         kept: dict[str, Location] = {}
@@ -183,8 +202,12 @@ class Pipeline:
                 return Result(task, "skipped", outputs)
             kept = {key: loc for key, loc in outputs.items() if key not in redo}
         try:
+            if task.roots:
+                task = _confined(task)
             result = self._run(task, start, redo)
         except ImgtoolError as exc:
+            if isinstance(exc, JobTimeout) and exc.path is None:
+                exc = JobTimeout(exc.message, task.src)
             return Result(task, "failed", error=exc, duration_ms=_ms(start))
         except MemoryError:
             err = ResourceExhausted("out of memory", task.src)
@@ -200,6 +223,7 @@ class Pipeline:
         running = current_task()
         with imageio.open_image(task.src, settings.max_pixels) as opened:
             if running is not None:
+                running.estimate = self._memory_estimate(opened, settings)
                 running.admit(opened.decoded_bytes)
             img = opened.decode()
         size = img.size
@@ -236,6 +260,15 @@ class Pipeline:
                       size=size, placeholders=hashes, skipped=skipped)
 
     @staticmethod
+    def _memory_estimate(opened, settings: Settings) -> int:
+        """The memory the image will take, from its header: see budgets.memory_estimate."""
+        from .budgets import memory_estimate
+
+        w, h = opened.image.size
+        sizes = [op.output_size(w, h, settings) for op in map(ops.get, settings.ops)]
+        return memory_estimate(opened.decoded_bytes, w * h, sizes)
+
+    @staticmethod
     def _placeholders(img, pixels: dict, owner: dict) -> dict[str, str]:
         """ThumbHash and BlurHash from pixels already made: the smallest fit output of an operation that
         offers its pixels for them (the thumbnail's), else a reduce of the decoded image."""
@@ -246,15 +279,21 @@ class Pipeline:
 
     def _write_all(self, task: Task, encoded: list[Output]) -> list[Location]:
         """Write every output, or none (the store removes those of this attempt on failure)."""
-        with self._writes:
-            self._check_stop()
-            self._writing += 1
-        try:
-            return storage.for_location(task.out_dir).write_outputs(encoded)
-        finally:
+        running = current_task()
+        # A task past its time budget was failed already: it must not write (see timed.py).
+        with running.write_lock if running is not None else contextlib.nullcontext():
             with self._writes:
-                self._writing -= 1
-                self._writes.notify_all()
+                self._check_stop()
+                self._writing += 1
+            try:
+                written = storage.for_location(task.out_dir).write_outputs(encoded)
+                if running is not None:
+                    running.committed = True  # written: the result stands, even past the deadline
+                return written
+            finally:
+                with self._writes:
+                    self._writing -= 1
+                    self._writes.notify_all()
 
     def _scratch(self) -> Scratch:
         scratch = getattr(self._local, "scratch", None)
@@ -351,6 +390,13 @@ class Pipeline:
         self.backend.close()
 
 
+def _confined(task: Task) -> Task:
+    """``task`` with its input and output folder confined to its roots (PathNotAllowed outside them)."""
+    src = storage.for_location(task.src).confine(task.src, task.roots, "the input")
+    out_dir = storage.for_location(task.out_dir).confine(task.out_dir, task.roots, "the output folder")
+    return Task(src, out_dir, job_id=task.job_id, settings=task.settings)
+
+
 def _one_ahead(tasks: Iterable[Task], hint: Callable[[Task], None]) -> Iterator[Task]:
     """``tasks``, each yielded once ``hint`` was given the one after it (its input fetched meanwhile)."""
     it = iter(tasks)
@@ -378,7 +424,8 @@ class TaskContext:
     and ``admit()`` once the header has said how large the image is.
     """
 
-    __slots__ = ("pool", "started", "deadline", "admitted")
+    __slots__ = ("pool", "started", "deadline", "admitted", "estimate", "abandoned", "write_lock", "detached",
+                 "committed")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -387,7 +434,16 @@ class TaskContext:
         # pool's owner learns of an overrun from Pool.overdue().
         self.deadline: float | None = (
             None if pool.time_budget is None else self.started + pool.time_budget)
-        self.admitted = 0  # decoded bytes admitted for this task
+        self.admitted = 0  # bytes of memory admitted for this task
+        # The memory the image will take, when the pipeline estimated it (else its decoded bytes count).
+        self.estimate: int | None = None
+        # Set when the task was failed for its time budget while its work still ran:
+        # that work stops at its next step and never writes (write_lock orders the two).
+        self.abandoned = False
+        self.write_lock = threading.Lock()
+        self.committed = False  # the outputs are written: the task is no longer abandoned
+        # Set when the work outlives the pool thread's task: its thread gives the admitted bytes back.
+        self.detached = False
 
     def admit(self, decoded_bytes: int) -> None:
         """Declare the decoded size the task is about to allocate (after reading the header).
@@ -399,13 +455,12 @@ class TaskContext:
         self.pool._admit(self, decoded_bytes)
 
     def check(self) -> None:
-        """Raise Interrupted when the pool is aborting; the pipeline calls it between steps.
-
-        (The time budget's check belongs here too: past ``deadline``, raise
-        the error that says so.)
-        """
+        """Raise Interrupted when the pool is aborting, JobTimeout past the deadline; the pipeline
+        calls it between steps."""
         if self.pool.stop_event.is_set():
             raise Interrupted()
+        if self.abandoned or self.overran:
+            raise JobTimeout(f"took longer than the time budget of {self.pool.time_budget:g} s (--job-timeout)")
 
     @property
     def overran(self) -> bool:
@@ -453,10 +508,14 @@ class Pool:
     when it runs out.
     """
 
-    def __init__(self, workers: int, *, time_budget: float | None = None, name: str = "imgtool-pool"):
+    def __init__(self, workers: int, *, time_budget: float | None = None, memory_budget: int | None = None,
+                 name: str = "imgtool-pool"):
         self.workers = max(1, workers)
         self.capacity = self.workers * (1 + IN_FLIGHT_PER_WORKER)
         self.time_budget = time_budget  # seconds per task (None: none); see TaskContext.deadline
+        # Bytes the running tasks' images may take together (None: no bound); see _admit.
+        self.memory_budget = memory_budget
+        self.peak_admitted = 0
         self.name = name
         self.stop_event = threading.Event()
         self._closing = threading.Event()
@@ -494,11 +553,32 @@ class Pool:
             self._cond.notify_all()
 
     def _admit(self, task: TaskContext, decoded_bytes: int) -> None:
+        """Wait until the image's memory fits in the budget beside the others', then count it.
+
+        What is counted is the task's ``estimate`` where the pipeline set one
+        (``budgets.memory_estimate``: the decode, its copies, the outputs and
+        their encoders' buffers), else the decoded bytes.  An image larger
+        than the whole budget runs alone: it waits for every other to finish,
+        so it is late but never refused.  A task that waited gets its time
+        budget afresh: waiting is not working.
+        """
+        task.check()  # an abandoned task takes no more memory
+        need = decoded_bytes if task.estimate is None else task.estimate
+        waited = False
         with self._cond:
-            # Admission by memory waits here, while the others' admitted
-            # bytes plus these would pass the budget.
-            self._admitted += decoded_bytes - task.admitted
-            task.admitted = decoded_bytes
+            budget = self.memory_budget
+            if budget is not None:
+                while (self._admitted - task.admitted > 0 and self._admitted - task.admitted + need > budget
+                       and not self.stop_event.is_set()):
+                    waited = True
+                    self._cond.wait(MAX_WAIT)
+                if self.stop_event.is_set():
+                    raise Interrupted()
+            self._admitted += need - task.admitted
+            task.admitted = need
+            self.peak_admitted = max(self.peak_admitted, self._admitted)
+        if waited and task.deadline is not None:
+            task.deadline = time.monotonic() + self.time_budget
 
     @property
     def active(self) -> int:
@@ -557,7 +637,17 @@ class Pool:
         _current.task = None
         with self._cond:
             self._running.discard(task)
+            if not task.detached:  # else the thread still working gives its memory back (give_back)
+                self._admitted -= task.admitted
+                task.admitted = 0
+            self._cond.notify_all()
+
+    def give_back(self, task: TaskContext) -> None:
+        """A detached task's work has ended: its admitted memory is free again."""
+        with self._cond:
             self._admitted -= task.admitted
+            task.admitted = 0
+            self._cond.notify_all()
 
     def _work(self) -> None:
         while True:

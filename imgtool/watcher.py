@@ -49,6 +49,7 @@ from watchdog.events import (
 )
 
 from . import storage
+from .ops import job_id_for
 from .pipeline import Interrupted, Pipeline, Result, Task, list_inputs
 from .storage import default_out_dir, is_candidate
 from .storage.local import LocalStore
@@ -284,6 +285,7 @@ class Watcher:
         self._observer = None
         self._hook = _OverflowHook(self.request_rescan)
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self._warned_links: set[Path] = set()  # links to outside the folder, said once each
         self._count_lock = threading.Lock()
 
     @property
@@ -348,7 +350,12 @@ class Watcher:
         with self._cond:
             self._cond.notify_all()
         if self._observer is not None:
-            self._observer.stop()
+            try:
+                self._observer.stop()
+            except (KeyError, OSError) as exc:
+                # watchdog's inotify forgets a watch whose folder was renamed or swapped for a link
+                # (KeyError on its path) as it removes them: nothing is left to stop.
+                log.debug("stopping the observer: %r", exc)
         aborted_at = None
         for t in self._threads:
             while t.is_alive():
@@ -480,12 +487,14 @@ class Watcher:
         result = None
         try:
             src = Path(path)
-            task = Task(src, default_out_dir(src))
+            task = self._confined_task(src)
+            if task is None:
+                raise _Skipped()
             if from_event and not force:
                 force = self._replaced_since_outputs(task)
             log.debug("%s: started", _rel(src, self.root))
             result = self.pipeline.process(task, force=force)
-        except Interrupted:
+        except (Interrupted, _Skipped):
             pass
         except Exception:  # a bug must not stop the watcher: say it, go on
             log.exception("internal error processing %s", path)
@@ -499,6 +508,30 @@ class Watcher:
             self._report(result)
         except Exception:  # e.g. stdout closed under --json: say it, go on
             log.exception("reporting %s", path)
+
+    def _confined_task(self, src: Path) -> Task | None:
+        """The task of ``src``, confined to the watched folder; None for a link leading out of it.
+
+        Every open and write is made from the watched folder by handle,
+        following no link below it: a link to a file inside is read at its
+        target (its outputs named by the link), a link leading outside is
+        skipped with one warning, and a ``processed`` that is a link is never
+        written through (the write fails as an I/O error).
+        """
+        target = src
+        if os.path.islink(src):
+            real = os.path.realpath(src)
+            root = os.fspath(self.root)
+            if not (real == root or real.startswith(root.rstrip(os.sep) + os.sep)):
+                with self._count_lock:
+                    warned = src in self._warned_links
+                    self._warned_links.add(src)
+                if not warned:
+                    log.warning("%s: a symlink to %s, outside %s: skipped", _rel(src, self.root), real, self.root)
+                return None
+            target = Path(real)
+        return Task(_files.beneath(target, self.root), _files.beneath(default_out_dir(src), self.root),
+                    job_id=job_id_for(src.name))
 
     def _replaced_since_outputs(self, task: Task) -> bool:
         """True when the input changed after its outputs were made, whatever its mtime says.
@@ -530,6 +563,10 @@ class Watcher:
             return
         if self.on_result is not None:
             self.on_result(result)
+
+
+class _Skipped(Exception):
+    """A file the watcher does not process (a link leading outside its folder)."""
 
 
 def _has_inotify() -> bool:

@@ -17,6 +17,7 @@ from imgtool.errors import (
     ImgtoolError,
     InputNotFound,
     InvalidJob,
+    JobTimeout,
     NoSpace,
     PathNotAllowed,
     PermanentError,
@@ -27,7 +28,8 @@ from imgtool.errors import (
     from_os_error,
 )
 
-PERMANENT = [UnsupportedFormat, CorruptImage, ImageTooLarge, InvalidJob, PathNotAllowed, BackendUnavailable]
+PERMANENT = [UnsupportedFormat, CorruptImage, ImageTooLarge, InvalidJob, PathNotAllowed, BackendUnavailable,
+             JobTimeout]
 RETRYABLE = [InputNotFound, TransientIOError, NoSpace, GPUError, ResourceExhausted]
 
 

@@ -184,3 +184,41 @@ def input_options(f):
                      help="Refuse s3:// objects larger than this before fetching them (their size from "
                           "HEAD): they are read into memory.")(f)
     return s3_endpoint_option(f)
+
+
+def _max_memory(ctx, param, value):
+    if value is None or str(value).lower() == "auto":
+        from ..budgets import default_max_memory
+
+        return default_max_memory()
+    if str(value).lower() == "none":
+        return None
+    from ..budgets import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 4G, 512M, auto, none)") from None
+
+
+def budget_options(f):
+    """``--job-timeout`` and ``--max-memory``: the command gets ``limits``, the Pipeline's keyword arguments."""
+    from ..budgets import DEFAULT_JOB_TIMEOUT, DEFAULT_MEMORY_SHARE
+
+    @functools.wraps(f)
+    def with_limits(*args, **kwargs):
+        timeout = kwargs.pop("job_timeout")
+        kwargs["limits"] = {"job_timeout": timeout or None, "max_memory": kwargs.pop("max_memory")}
+        return f(*args, **kwargs)
+
+    with_limits = click.option(
+        "--max-memory", default="auto", show_default=True, callback=_max_memory, metavar="SIZE|auto|none",
+        help=f"Memory the images in work may take together (by decoded size); an image waits until it "
+             f"fits. auto: {DEFAULT_MEMORY_SHARE:.0%} of the memory available (cgroup limit included).",
+    )(with_limits)
+    with_limits = click.option(
+        "--job-timeout", type=click.FloatRange(0), default=DEFAULT_JOB_TIMEOUT, show_default=True,
+        metavar="SECONDS",
+        help="Fail an image that takes longer than this (error timeout, not retried); 0: no limit.",
+    )(with_limits)
+    return with_limits

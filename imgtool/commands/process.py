@@ -12,9 +12,10 @@ import click
 
 from .. import storage
 from ..errors import ImgtoolError, InputNotFound, UnsupportedFormat
+from ..textsafe import printable
 from ..pipeline import Interrupted, Pipeline, Result, Signals, Task, count_inputs, list_inputs
 from . import Outcome
-from .options import input_options, jobs_option, processing_options
+from .options import budget_options, input_options, jobs_option, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -30,8 +31,9 @@ class _Inputs:
     decoded; ``on_unwritable`` hears of each folder as soon as it is found).
     """
 
-    def __init__(self, paths: tuple, output, on_unwritable=None):
+    def __init__(self, paths: tuple, output, on_unwritable=None, roots: tuple = ()):
         self.output = output
+        self.roots = roots  # --allow-root: each task confined to them when it runs
         self.on_unwritable = on_unwritable
         self.missing: list[tuple[object, ImgtoolError]] = []
         self.empty: list = []
@@ -81,7 +83,7 @@ class _Inputs:
                     out_dir = storage.default_out_dir(src)
                 else:
                     out_dir = out_store.join(output, *store.relative(store.parent(src), base))
-                task = Task(src, out_dir)
+                task = Task(src, out_dir, roots=self.roots)
                 folder = str(out_dir)
                 if not self._writable(out_dir, task):
                     continue
@@ -140,11 +142,16 @@ def _locations(ctx, param, value):
 @processing_options
 @input_options
 @jobs_option
+@budget_options
+@click.option("--allow-root", "allow_roots", multiple=True,
+              type=click.Path(exists=True, file_okay=False, resolve_path=True),
+              help="Only read and write under DIR, after resolving symlinks, opening every file from DIR by "
+                   "folder handle (repeatable; for untrusted trees) [default: $IMGTOOL_ALLOW_ROOTS].")
 @click.option("-f", "--force", is_flag=True, help="Redo inputs whose outputs are already up to date.")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be done; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per input on stdout.")
 @click.pass_context
-def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json):
+def process(ctx, paths, output, settings, backend, jobs, limits, allow_roots, force, dry_run, as_json):
     """Make the derivatives of image and video files and folders (walked recursively).
 
     PATHS may be s3://bucket/key URLs (an object, or every image under a
@@ -160,14 +167,20 @@ def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json
     Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
     quiet = ctx.obj.get("verbose", 0) < 0
-    if dry_run:
-        return _dry_run(_Inputs(paths, output), settings, force, as_json)
+    from ..queue.jobs import AllowRoots  # no Redis: the rule of roots only
 
-    pipe = Pipeline(settings, backend=backend, jobs=jobs)
+    try:
+        roots = AllowRoots.from_options(allow_roots).roots
+    except ValueError as exc:
+        raise click.UsageError(f"--allow-root: {exc}") from None
+    if dry_run:
+        return _dry_run(_Inputs(paths, output, roots=roots), settings, force, as_json)
+
+    pipe = Pipeline(settings, backend=backend, jobs=jobs, **limits)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     start = time.perf_counter()
     bar = _progress_bar(quiet, paths)
-    inputs = _Inputs(paths, output, on_unwritable=lambda exc: _say(f"Error: {exc}", bar))
+    inputs = _Inputs(paths, output, on_unwritable=lambda exc: _say(f"Error: {exc}", bar), roots=roots)
     # Each argument that is not there is its own failure, said first; the others go on.
     for p, err in inputs.missing:
         counts["failed"] += 1
@@ -213,6 +226,7 @@ def process(ctx, paths, output, settings, backend, jobs, force, dry_run, as_json
 
 
 def _say(line: str, bar) -> None:
+    line = printable(line)  # file names are the sender's: one line stays one line
     if bar is not None:
         bar.write(line, file=sys.stderr)
     else:
@@ -250,9 +264,9 @@ def _report(res: Result, as_json: bool, bar) -> None:
 
 def _dry_run(inputs: "_Inputs", settings, force, as_json) -> int:
     pipe = Pipeline(settings, backend="cpu", jobs=1)
-    inputs.on_unwritable = lambda exc: click.echo(f"Error: {exc}", err=True)
+    inputs.on_unwritable = lambda exc: click.echo(printable(f"Error: {exc}"), err=True)
     for p, err in inputs.missing:
-        click.echo(f"Error: {err}", err=True)
+        click.echo(printable(f"Error: {err}"), err=True)
     n = 0
     for task in inputs.tasks():
         # Without --force, only what is not up to date (made with other settings, or older) would be written.
@@ -265,10 +279,10 @@ def _dry_run(inputs: "_Inputs", settings, force, as_json) -> int:
                                    "outputs": {op: str(p) for op, p in shown.items()}}))
         else:
             verb = "would write" if writes else "up to date"
-            click.echo(f"{task.src}: {verb} {', '.join(str(p) for p in shown.values())}")
+            click.echo(printable(f"{task.src}: {verb} {', '.join(str(p) for p in shown.values())}"))
     failures = list(inputs.failures())
     for res in failures:
-        click.echo(f"Error: {res.error}", err=True)
+        click.echo(printable(f"Error: {res.error}"), err=True)
     click.echo(f"{n} to process (dry run: nothing written)", err=True)
     return Outcome.FAILURES if failures or inputs.missing or inputs.unwritable else Outcome.OK
 

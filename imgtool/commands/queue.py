@@ -22,7 +22,7 @@ from ..queue.health import classify
 from ..queue.keys import Keys
 from ..queue.protocol import Protocol
 from . import Outcome
-from .options import MAX_JOBS, OpsList, input_options, processing_options, s3_endpoint_option
+from .options import MAX_JOBS, OpsList, budget_options, input_options, processing_options, s3_endpoint_option
 
 log = logging.getLogger("imgtool")
 
@@ -136,10 +136,12 @@ def _positive(ctx, param, value):
                    f"{D.REPLICA_ACK_TIMEOUT_MS} ms): narrows, does not close, the window in which a "
                    "failover forgets a result (the job then runs again).")
 @processing_options
+@budget_options
 @input_options
 @click.pass_context
 def queue(ctx, target, keys, workers, max_retries, allow_roots, drain_timeout, metrics_port, metrics_host,
-          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, min_replicas_ack, settings, backend):
+          heartbeat_ttl, max_recoveries, retry_base, retry_cap, done_cap, min_replicas_ack, settings, backend,
+          limits):
     """Take jobs from the upload server's Redis queue and record their results.
 
     Jobs are taken from the left of image:jobs (FIFO) into this worker's
@@ -160,7 +162,7 @@ def queue(ctx, target, keys, workers, max_retries, allow_roots, drain_timeout, m
                           max_recoveries=max_recoveries, drain_timeout=drain_timeout,
                           heartbeat_ttl=heartbeat_ttl, retry_base=retry_base, retry_cap=retry_cap,
                           done_cap=done_cap, min_replicas_ack=min_replicas_ack)
-    pipeline = Pipeline(settings, backend=backend, jobs=workers)
+    pipeline = Pipeline(settings, backend=backend, jobs=workers, **limits)
     metrics = Metrics() if metrics_port is not None else None
     worker = Worker(target, config, settings, pipeline, roots, metrics)
     server = None
@@ -260,7 +262,7 @@ def enqueue(paths, target, keys, operations, output_dir, options, dry_run):
     skipped = 0
     for src in _inputs(paths):
         job = make_job(src, operations, output_dir, options)
-        if not JOB_ID_RE.match(job["jobId"]) or ".." in job["jobId"]:
+        if not JOB_ID_RE.fullmatch(job["jobId"]) or ".." in job["jobId"]:
             log.warning("enqueue: skipping %s: %r is not a valid jobId (letters, digits, '.', '_', '-')",
                         src, job["jobId"])
             skipped += 1

@@ -14,7 +14,7 @@ import click
 from ..pipeline import Pipeline, Result, Signals, default_jobs
 from ..watcher import DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, Watcher
 from . import Outcome
-from .options import input_options, jobs_option, processing_options
+from .options import budget_options, input_options, jobs_option, processing_options
 
 log = logging.getLogger("imgtool")
 
@@ -24,6 +24,7 @@ log = logging.getLogger("imgtool")
 @processing_options
 @input_options
 @jobs_option
+@budget_options
 @click.option("--polling", is_flag=True,
               help="Poll the folder instead of using kernel events (network filesystems).")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=DEFAULT_POLL_INTERVAL,
@@ -34,7 +35,7 @@ log = logging.getLogger("imgtool")
 @click.option("--no-initial-scan", "initial_scan", is_flag=True, flag_value=False, default=True,
               help="Do not catch up on files that lack up-to-date outputs at start.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per processed file on stdout.")
-def watch(directory, settings, backend, jobs, polling, poll_interval, settle, initial_scan, as_json):
+def watch(directory, settings, backend, jobs, limits, polling, poll_interval, settle, initial_scan, as_json):
     """Watch DIRECTORY and process each image that lands in it.
 
     Each image created, moved in or rewritten anywhere below DIRECTORY is
@@ -46,7 +47,7 @@ def watch(directory, settings, backend, jobs, polling, poll_interval, settle, in
     interrupts them (no partial output is left) and exits 130.
     """
     jobs = jobs or default_jobs()
-    pipe = Pipeline(settings, backend=backend, jobs=jobs)
+    pipe = Pipeline(settings, backend=backend, jobs=jobs, **limits)
     out_lock = threading.Lock()
 
     def print_json(result: Result) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
-from .. import storage
+from .. import budgets, storage
 from . import video
 from ..errors import (
     UnsupportedFormat,
@@ -159,6 +159,8 @@ class Opened:
         if self.format == "video":
             return im  # already the upright RGB frame
         with _decode_errors(self.name, self.format, self.max_pixels):
+            # The scan count and the data's length against the header, before the decoder runs.
+            budgets.check(self.file, im.format or self.format, im, self.name)
             if type(im).__module__.startswith("pillow_heif"):
                 # Tiles past the end of the file would be painted in: libheif says so first.
                 from .heif import check_items
@@ -310,7 +312,9 @@ class _decode_errors:
             found = re.search(r"\((\d+) pixels\)", str(exc))
             size = _mp(int(found[1])) if found else "its size"
             raise ImageTooLarge(f"{size} is over the limit of {_mp(self.max_pixels)}", self.path) from exc
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+            # A decoder's own allocation failure too (libjpeg "Insufficient memory", libwebp, libheif):
+            # the same file may decode when the machine has room, so never "corrupt".
             raise ResourceExhausted("out of memory while decoding", self.path) from exc
         if isinstance(exc, OSError) and exc.errno is not None:
             # A real I/O failure (Pillow's own decoding errors carry no errno).
@@ -318,6 +322,10 @@ class _decode_errors:
         raise CorruptImage(
             f"truncated or corrupt {self.fmt} file ({_one_line(exc)})", self.path
         ) from exc
+
+
+_OUT_OF_MEMORY = re.compile(r"out of memory|insufficient memory|not enough memory|cannot allocate memory|"
+                            r"memory allocation failed|failed to allocate|alloc(ation)? error", re.I)
 
 
 def _one_line(exc: BaseException) -> str:

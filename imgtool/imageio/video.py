@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import CorruptImage, ImageTooLarge, PermanentError, UnsupportedFormat, from_os_error
+from ..errors import CorruptImage, ImageTooLarge, JobTimeout, UnsupportedFormat, from_os_error
 
 VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .webm .mkv .avi".split())
 DEFAULT_TIMEOUT = 30.0
@@ -62,8 +62,8 @@ _IMAGE_BRANDS = frozenset(b"avif avis heic heix heim heis hevc hevx hevm hevs mi
 _DEMUXERS = {"mp4": "mov", "mov": "mov", "webm": "matroska", "matroska": "matroska", "avi": "avi"}
 
 
-class VideoTimeout(PermanentError):
-    """Decoding did not reach the frame within the time budget."""
+class VideoTimeout(JobTimeout):
+    """Decoding did not reach the frame within the time budget (--video-timeout)."""
 
     code = "timeout"
 

@@ -33,6 +33,9 @@ from .defaults import ALLOW_ROOTS_ENV, FAILED_PAYLOAD_EXCERPT, MAX_PATH_LENGTH, 
 # of outputDir once "_<operation>.webp" is appended.
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 REQUIRED_FIELDS = ("jobId", "inputPath", "outputDir", "operations")
+# The most digits an integer in a job may have (2**63 has 19).
+MAX_INT_DIGITS = 19
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -114,14 +117,39 @@ def load(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict:
     except UnicodeDecodeError as exc:
         raise InvalidJob(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise InvalidJob(f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except RecursionError:
         raise InvalidJob("payload is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidJob(f"payload must be a JSON object, not {_kind(data)}")
+    _refuse_surrogates(data)
     return data
+
+
+def _bounded_int(text: str) -> int:
+    # Python refuses over 4300 digits with a ValueError of its own; a job's numbers are
+    # milliseconds and counts, so anything past 64 bits is refused by name first.
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise InvalidJob(f"payload holds a number of {len(text)} digits, over {MAX_INT_DIGITS}")
+    return int(text)
+
+
+def _refuse_surrogates(value) -> None:
+    """JSON may spell lone UTF-16 surrogates ("\ud800"), which no path or UTF-8 entry can hold."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                raise InvalidJob("payload holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
 
 
 def _refuse_constant(name: str):
@@ -159,6 +187,10 @@ def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
     src = roots.resolve(input_path, "inputPath")
     out_dir = roots.resolve(output_dir, "outputDir")
     store = storage.for_location(out_dir)
+    # A local file in the way fails the job at once (a stat); an object store's prefixes have
+    # nothing in their way, and asking it would cost a request per job.
+    if not storage.scheme_of(out_dir) and store.kind(out_dir) == "file":
+        raise InvalidJob("outputDir is a file, not a folder", output_dir)
     outputs = {store.join(out_dir, name) for name in output_names(job_id, settings).values()}
     if src in outputs:
         raise InvalidJob("inputPath is one of the job's own outputs", input_path)
@@ -168,7 +200,8 @@ def validate(raw: bytes, data: dict, base: Settings, roots: AllowRoots) -> Job:
 def _job_id(value) -> str:
     if not isinstance(value, str):
         raise InvalidJob(f"jobId must be a string, not {_kind(value)}")
-    if ".." in value or not JOB_ID_RE.match(value):
+    # fullmatch: "$" alone would let a final newline through ("nl\n").
+    if ".." in value or not JOB_ID_RE.fullmatch(value):
         raise InvalidJob(f"jobId {_show(value)} is not a plain file name "
                          "(letters, digits, '.', '_', '-'; up to 200; no '..')")
     return value

@@ -2,7 +2,9 @@
 
 Every open, stat, listing, rename and unlink of an input or an output is
 here.  Confinement (``confine``) resolves a path and compares it with the
-allowed roots; reading and writing then use the resolved path.
+allowed roots; it returns a ``confine.ConfinedPath``, which reading and
+writing then open from its root by directory handle, never by name (see
+confine.py), so a folder swapped for a link after the check is never followed.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import BinaryIO, Iterator, Mapping, Sequence
 
 from ..errors import (
     CorruptImage,
+    ImgtoolError,
     PathNotAllowed,
     PermanentError,
     TransientIOError,
     UnsupportedFormat,
     from_os_error,
 )
+from . import confine as _confine
 from .base import Input, Location, OnListError, Output, Rank, Store
 from .index import INDEX, INDEX_NAME, get_xattr, set_xattr
 from .names import is_image_name, is_walked_folder
@@ -47,16 +51,18 @@ class LocalStore(Store):
     # -- locations ------------------------------------------------------------------
 
     def location(self, text) -> Path:
+        if _confine.root_of(text) is not None:
+            return text
         return Path(text)
 
     def name(self, location) -> str:
         return Path(location).name
 
     def parent(self, location) -> Path:
-        return Path(location).parent
+        return _keep_root(location, Path(location).parent)
 
     def join(self, folder, *names: str) -> Path:
-        return Path(folder).joinpath(*names)
+        return _keep_root(folder, Path(folder).joinpath(*names))
 
     def relative(self, location, base) -> tuple[str, ...]:
         return Path(location).relative_to(base).parts
@@ -85,10 +91,13 @@ class LocalStore(Store):
         """
         path = Path(location)
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags)
-        except OSError as exc:
-            raise from_os_error(exc, path) from exc
+        if _confine.root_of(location) is not None:
+            fd = _confine.open_file(location, flags)  # named errors already
+        else:
+            try:
+                fd = os.open(path, flags)
+            except OSError as exc:
+                raise from_os_error(exc, path) from exc
         try:
             st = os.fstat(fd)
             if statmod.S_ISDIR(st.st_mode):
@@ -158,6 +167,8 @@ class LocalStore(Store):
 
     def write_outputs(self, outputs: Sequence[Output]) -> list[Path]:
         """Each output's settings go into its xattr, else into its folder's index (``storage.index``)."""
+        if any(_confine.root_of(out.location) is not None for out in outputs):
+            return _write_confined(outputs)
         written: list[Path] = []
         unrecorded: dict[Path, list] = {}  # folder -> (name, fingerprint, stat) for the index
         try:
@@ -182,6 +193,13 @@ class LocalStore(Store):
 
     def remove(self, locations: Sequence[Location]) -> None:
         for p in locations:
+            if _confine.root_of(p) is not None:
+                try:
+                    with _confine.Folder(self.parent(p)) as folder:
+                        folder.remove(Path(p).name)
+                except ImgtoolError:
+                    pass
+                continue
             try:
                 os.unlink(p)
             except OSError:
@@ -256,12 +274,61 @@ class LocalStore(Store):
 
     def confine(self, location, roots: Sequence[Location], field: str) -> Path:
         """``location`` with symlinks resolved; PathNotAllowed when it lands outside every root."""
-        real = os.path.realpath(location)
+        try:
+            real = os.path.realpath(location)
+        except OSError as exc:
+            # A link read while it was being replaced (EINVAL from readlink): the tree is changing.
+            raise TransientIOError(f"{field} changed while its links were resolved ({exc.strerror})",
+                                   location) from exc
         local = [os.fspath(r) for r in roots]
-        if local and not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in local):
+        if not local:
+            return Path(real)
+        inside = [r for r in local if real == r or real.startswith(r.rstrip(os.sep) + os.sep)]
+        if not inside:
             raise PathNotAllowed(f"{field} resolves to {real}, outside the allowed roots "
                                  f"({os.pathsep.join(local)})", location)
-        return Path(real)
+        # Opened from the innermost root by handle: the check holds at the open too.
+        return _confine.confined(real, max(inside, key=len))
+
+    def beneath(self, location, root) -> Path:
+        """``location`` (lexically below ``root``, a real path) to be opened from ``root`` without
+        following any link below it: what ``watch`` confines its folder's files with."""
+        return _confine.confined(os.path.normpath(os.path.abspath(location)), os.fspath(root))
+
+
+def _keep_root(base, path: Path) -> Path:
+    root = _confine.root_of(base)
+    if root is None:
+        return path
+    if os.path.normpath(path) != root and not os.fspath(path).startswith(root.rstrip(os.sep) + os.sep):
+        return Path(path)  # above the root: an ordinary path again
+    return _confine.confined(path, root)
+
+
+def _write_confined(outputs: Sequence[Output]) -> list[Path]:
+    """write_outputs for outputs below an allowed root: each folder opened once from the root, every
+    temporary file, rename and (on failure) removal relative to its handle."""
+    folders: dict[str, _confine.Folder] = {}
+    written: list[tuple[_confine.Folder, str, Path]] = []
+    try:
+        for out in outputs:
+            path = Path(out.location)
+            parent = os.fspath(path.parent)
+            folder = folders.get(parent)
+            if folder is None:
+                folder = folders[parent] = _confine.Folder(_keep_root(out.location, path.parent))
+            # The settings go into the output's xattr.  Where the filesystem keeps none, the folder's
+            # index (written by name) is not used below an allowed root: such outputs are redone.
+            folder.write_atomic(path.name, out.data, fingerprint=out.fingerprint)
+            written.append((folder, path.name, out.location))
+    except BaseException:
+        for folder, name, _loc in written:
+            folder.remove(name)
+        raise
+    finally:
+        for folder in folders.values():
+            folder.close()
+    return [loc for _f, _n, loc in written]
 
 
 def _ranked(rank: Rank, path: Path, fallback: int) -> int:
