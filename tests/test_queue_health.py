@@ -143,11 +143,9 @@ def test_metrics_operators_look_at_first(redis_server, workers, tmp_path):
             m = metrics_of(port)
         except OSError:
             return None
-        # The dead worker seen, and the live one's take done (a loaded machine may scrape before it).
-        taken = m.get(("imgtool_queue_job_wait_seconds_count", ())) == 1
-        return m if m.get(("imgtool_queue_workers", (("state", "dead"),))) == 1 and taken else None
+        return m if m.get(("imgtool_queue_workers", (("state", "dead"),))) == 1 else None
 
-    m = workers.wait_for(ready, 15, "the metrics to show the dead worker and the job taken")
+    m = workers.wait_for(ready, 15, "the metrics to show the dead worker")
     assert m[("imgtool_queue_workers", (("state", "live"),))] == 1
     assert m[("imgtool_queue_in_flight_total", ())] == 3  # one here, two on the ghost
     assert m[("imgtool_queue_oldest_job_age_seconds", ())] >= 119  # the head job's timestamp
