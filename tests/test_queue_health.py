@@ -131,21 +131,33 @@ def test_metrics_operators_look_at_first(redis_server, workers, tmp_path):
     for i in range(3):
         r.rpush(K.jobs, json.dumps({"jobId": f"m{i}", "inputPath": str(src), "outputDir": str(tmp_path / "out"),
                                     "operations": ["thumbnail"], "timestamp": old, "retryCount": 0}))
+    # Another worker holding two jobs, alive while this one starts: the worker's first recovery
+    # pass leaves it alone, and the next comes a beat interval (10 s) later.
+    r.sadd(K.workers, "ghost")
+    r.rpush(K.inflight("ghost"), b"g1", b"g2")
+    r.set(K.heartbeat("ghost"), b"1")
     port = free_port()
     workers.start(redis_server, "-w", "1", "--metrics-port", str(port), "--heartbeat-ttl", "30",
                   env={"IMGTOOL_TEST_JOB_DELAY": "60"})
-    # a dead worker (registered, no heartbeat) holding two jobs
-    r.sadd(K.workers, "ghost")
-    r.rpush(K.inflight("ghost"), b"g1", b"g2")
 
-    def ready():
-        try:
-            m = metrics_of(port)
-        except OSError:
-            return None
-        return m if m.get(("imgtool_queue_workers", (("state", "dead"),))) == 1 else None
+    def metrics_when(condition):
+        def read():
+            try:
+                m = metrics_of(port)
+            except OSError:
+                return None
+            return m if condition(m) else None
+        return read
 
-    m = workers.wait_for(ready, 15, "the metrics to show the dead worker")
+    workers.wait_for(metrics_when(lambda m: m.get(("imgtool_queue_workers", (("state", "live"),))) == 2),
+                     15, "the metrics to count both workers live")
+    r.delete(K.heartbeat("ghost"))  # now it is dead, its jobs not yet recovered
+    # The gauges are read from Redis on the worker's 1 s tick, the histogram at the take: wait for a
+    # tick after both (within 8 s, or the test fails: the in-flight total must reach 3).
+    m = workers.wait_for(metrics_when(lambda m: m.get(("imgtool_queue_workers", (("state", "dead"),))) == 1
+                                      and m.get(("imgtool_queue_job_wait_seconds_count", ())) == 1
+                                      and m.get(("imgtool_queue_in_flight_total", ())) == 3),
+                         8, "the metrics to show the dead worker, the job taken and 3 jobs in flight")
     assert m[("imgtool_queue_workers", (("state", "live"),))] == 1
     assert m[("imgtool_queue_in_flight_total", ())] == 3  # one here, two on the ghost
     assert m[("imgtool_queue_oldest_job_age_seconds", ())] >= 119  # the head job's timestamp
