@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "photos"
 sys.path.insert(0, str(ROOT / "tests"))
 
+from .report import best_of  # noqa: E402
 import hostile_files as h  # noqa: E402 - from tests/, the same files the tests use
 
 
@@ -132,15 +133,6 @@ def part_hostile(quick: bool) -> None:
             print("\nPillow alone (no scan limit) on scan-bomb.jpg: over 120 s (stopped)")
 
 
-def _best(fn, repeat: int) -> float:
-    out = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
-
-
 def part_checks(corpus: Path, limit: int | None, repeat: int) -> None:
     from imgtool import budgets
     from imgtool.imageio import open_image
@@ -161,12 +153,12 @@ def part_checks(corpus: Path, limit: int | None, repeat: int) -> None:
                     if run:
                         budgets.check(opened.file, opened.image.format, opened.image, path)
 
-            check_cost = max(_best(check, repeat) - _best(lambda: check(False), repeat), 0.0)
+            check_cost = max(best_of(check, repeat) - best_of(lambda: check(False), repeat), 0.0)
 
             out = Path(tmp) / "out"
-            work_plain = _best(lambda: plain.pool.run_here(lambda: plain.process(Task(path, out), force=True)),
+            work_plain = best_of(lambda: plain.pool.run_here(lambda: plain.process(Task(path, out), force=True)),
                                repeat)
-            work_timed = _best(lambda: timed.pool.run_here(lambda: timed.process(Task(path, out), force=True)),
+            work_timed = best_of(lambda: timed.pool.run_here(lambda: timed.process(Task(path, out), force=True)),
                                repeat)
             # The confined write: the same bytes to a folder opened from the root by handle.
             data = b"x" * 50_000
@@ -175,8 +167,8 @@ def part_checks(corpus: Path, limit: int | None, repeat: int) -> None:
             from imgtool.storage.local import LocalStore, write_atomic
 
             store = LocalStore()
-            w_conf = _best(lambda: store.write_outputs([Output(store.join(target, "a.webp"), data, "")]), repeat)
-            w_plain = _best(lambda: write_atomic(os.path.join(root, "c", "q", "a.webp"), data), repeat)
+            w_conf = best_of(lambda: store.write_outputs([Output(store.join(target, "a.webp"), data, "")]), repeat)
+            w_plain = best_of(lambda: write_atomic(os.path.join(root, "c", "q", "a.webp"), data), repeat)
             rows.append((path.name, check_cost, work_plain, work_timed, w_conf - w_plain))
         plain.close()
         timed.close()

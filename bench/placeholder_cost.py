@@ -14,23 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from .report import best_of
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "photos"
-
-
-def best(fn, repeat: int) -> float:
-    fn()
-    out = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
 
 
 def main(argv=None) -> int:
@@ -50,8 +41,8 @@ def main(argv=None) -> int:
                                               reducing_gap=3.0)
         small = placeholder_source(thumb)
         rows.append((path.name, small.shape[1], small.shape[0],
-                     best(lambda: of_image(im, [thumb]), args.repeat),  # what the pipeline calls
-                     best(lambda: thumbhash(small), args.repeat), best(lambda: blurhash(small), args.repeat)))
+                     best_of(lambda: of_image(im, [thumb]), args.repeat),  # what the pipeline calls
+                     best_of(lambda: thumbhash(small), args.repeat), best_of(lambda: blurhash(small), args.repeat)))
     print(f"{len(rows)} photos from {args.corpus}; best of {args.repeat} calls each\n")
     print("| photo | source | source + both, ms | ThumbHash alone, ms | BlurHash alone, ms |")
     print("|---|---|---|---|---|")

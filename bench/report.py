@@ -7,6 +7,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -57,6 +58,17 @@ def revision() -> str:
     if not head:
         return "imgtool revision unknown"
     return f"imgtool at {head}" + (" with uncommitted changes to imgtool/" if dirty else "")
+
+
+def best_of(fn, repeat: int) -> float:
+    """The shortest of ``repeat`` timed calls of ``fn``, after one untimed call (caches warm)."""
+    fn()
+    out = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t)
+    return out
 
 
 def table(header: list[str], rows: list[list]) -> str:
